@@ -1,0 +1,1 @@
+"""semisep.evaluation: separation of whole files, BSS Eval through museval, reports."""

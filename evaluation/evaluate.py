@@ -1,0 +1,142 @@
+"""Evaluation of models on a test split: separate, score with museval, aggregate, report, log.
+
+Protocols: ``paper`` scores mono audio at the model's rate (8192 Hz), as Stoller et al. did;
+``sigsep`` scores at the original rate and channel count, as SiSEC/MUSDB18 do.
+Two references bound every table: ``oracle_irm`` (the ideal ratio mask at the model's STFT,
+an upper bound for any mask the model can produce) and ``mixture`` (the mixture as both
+estimates, a lower bound).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.audio import load_audio, resample, to_mono
+from pipeline.config import Config
+from pipeline.errors import AudioError, SemisepError
+from evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
+from evaluation.separate import separate
+from training.checkpoint import load_model
+
+REFERENCES = ("oracle_irm", "mixture")
+
+
+@dataclass
+class EvalResult:
+    frames: pd.DataFrame
+    summary: pd.DataFrame
+    table: str
+    out_dir: str
+
+
+def test_tracks(cfg: Config) -> list[Path]:
+    """Track folders of the test split of ``eval.corpus`` (MUSDB18-HQ layout)."""
+    corpus = next((c for c in cfg.data.corpora if c.name == cfg.eval.corpus), None)
+    if corpus is None:
+        raise SemisepError(f"eval.corpus={cfg.eval.corpus!r} names no corpus in data.corpora")
+    folders = [d for d, split in ((d, corpus.splits.get(d.name, d.name)) for d in Path(corpus.path).iterdir())
+               if split == cfg.eval.split and d.is_dir()]
+    tracks = sorted(t for d in folders for t in d.iterdir() if t.is_dir())
+    if cfg.eval.max_tracks:
+        tracks = tracks[: cfg.eval.max_tracks]
+    if not tracks:
+        raise SemisepError(f"corpus {corpus.name!r} at {corpus.path} has no tracks in split {cfg.eval.split!r}")
+    return tracks
+
+
+def load_track(folder: Path, protocol: str, model_sr: int) -> tuple[dict[str, np.ndarray], int]:
+    """mixture, vocals, accompaniment as (channels, samples) under the protocol's rate and channels."""
+    out, sr = {}, 0
+    for name in ("mixture", *TARGETS):
+        audio, sr = load_audio(folder / f"{name}.wav")
+        out[name] = audio
+    if protocol == "paper":
+        out = {k: resample(to_mono(v), sr, model_sr)[None, :].astype(np.float32) for k, v in out.items()}
+        sr = model_sr
+    return out, sr
+
+
+def oracle_irm(track: dict[str, np.ndarray], sr: int, transform) -> dict[str, np.ndarray]:
+    """Ideal ratio mask |V| / (|V| + |A|) at the model's STFT settings (scaled to ``sr``)."""
+    import torch
+
+    from evaluation.separate import full_rate_stft_config
+    from pipeline.spectrogram import istft, stft
+
+    full = full_rate_stft_config(transform, sr)
+    specs = {k: stft(torch.from_numpy(np.ascontiguousarray(v)), full) for k, v in track.items()}
+    mask = specs["vocals"].abs() / (specs["vocals"].abs() + specs["accompaniment"].abs() + 1e-8)
+    vocals = istft(specs["mixture"] * mask, full, track["mixture"].shape[1]).numpy()
+    return {"vocals": vocals, "accompaniment": track["mixture"] - vocals}
+
+
+def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[str, str] | None = None,
+             references: bool = True, progress: bool = True) -> EvalResult:
+    """Score ``models`` (label -> model folder) on the test split; write JSON, table, plots."""
+    from tqdm import tqdm
+
+    loaded = {label: load_model(path) for label, path in models.items()}
+    out = Path(out_dir)
+    frames = []
+    tracks = test_tracks(cfg)
+    methods = list(models) + (list(REFERENCES) if references else [])
+    for folder in tqdm(tracks, desc="evaluate", unit="track", disable=not progress):
+        name = f"{folder.parent.name}/{folder.name}"
+        try:
+            track, sr = load_track(folder, cfg.eval.protocol, cfg.transform.sample_rate)
+        except AudioError as exc:
+            print(f"skipped {exc.path}: {exc.reason}")
+            continue
+        refs = {t: track[t] for t in TARGETS}
+        for method in methods:
+            if method in loaded:
+                model, transform, _ = loaded[method]
+                est = separate(model, transform, track["mixture"], sr)
+            elif method == "oracle_irm":
+                est = oracle_irm(track, sr, cfg.transform)
+            else:
+                est = {t: track["mixture"] for t in TARGETS}
+            store = score_track(name, refs, est, sr, cfg.eval.win_seconds)
+            dest = out / method / cfg.eval.split / f"{folder.name}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(store.json)
+            df = store.df.assign(method=method)
+            frames.append(df[["method", "track", "target", "metric", "score", "time"]])
+    if not frames:
+        raise SemisepError("no test track could be evaluated")
+    frames_df = pd.concat(frames, ignore_index=True)
+    summary = aggregate(frames_df)
+    table = sdr_table(summary, methods)
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "results.md").write_text(f"Protocol: {cfg.eval.protocol}, split: {cfg.eval.split}, "
+                                    f"{frames_df.track.nunique()} tracks\n\n{table}\n")
+    from evaluation.report import boxplots
+
+    boxplots(frames_df, out, methods)
+    if run_ids:
+        _log_to_mlflow(cfg, summary, out, run_ids)
+    return EvalResult(frames_df, summary, table, str(out))
+
+
+def _log_to_mlflow(cfg: Config, summary: pd.DataFrame, out: Path, run_ids: dict[str, str]) -> None:
+    from training.tracking import client
+
+    c = client(cfg.tracking_uri)
+    for method, run_id in run_ids.items():
+        rows = summary[summary.method == method]
+        for _, r in rows.iterrows():
+            for stat in ("median", "mean"):
+                c.log_metric(run_id, f"test_{r.target}_{r.metric}_{stat}", float(r[stat]))
+        c.log_artifacts(run_id, str(out / method), artifact_path=f"museval/{cfg.eval.protocol}")
+        c.log_artifact(run_id, str(out / "results.md"), artifact_path="evaluation")
+        for png in out.glob("*.png"):
+            c.log_artifact(run_id, str(png), artifact_path="evaluation")
+        c.set_tag(run_id, "semisep.eval_protocol", cfg.eval.protocol)
+        c.set_tag(run_id, "semisep.eval_summary", json.dumps(
+            {f"{r.target}_{r.metric}_median": round(float(r['median']), 3) for _, r in rows.iterrows()}))

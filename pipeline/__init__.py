@@ -1,0 +1,1 @@
+"""semisep.pipeline: corpora, audio decoding, the spectrogram transform, shards, ingestion, CLI."""

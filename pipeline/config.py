@@ -1,0 +1,251 @@
+"""One config object for every stage: dataclasses, loaded from YAML, overridable from the CLI.
+
+A YAML file holds any subset of the sections below; what it leaves out keeps the default.
+Overrides use dotted keys with YAML values, e.g. ``--set train.alpha=0.01 --set train.max_steps=50``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import SemisepError
+from pipeline.spectrogram import TransformConfig
+
+
+@dataclass
+class CorpusConfig:
+    """A folder of audio and how to read it.
+
+    format: ``musdb18hq`` (``ROOT/<split>/<track>/{mixture,vocals,accompaniment}.wav``) or
+    ``folder`` (``ROOT/<role>/*.wav|flac|ogg|mp3`` with role mixture/vocals/accompaniment).
+    use: ``paired`` rows hold all three sources; ``unpaired`` rows hold one role.
+    split: for ``folder`` corpora, the split every file serves; ``musdb18hq`` takes the split
+    from the sub-folder name (``splits`` may rename them, e.g. ``{train: valid}``).
+    """
+
+    name: str
+    path: str
+    format: str = "musdb18hq"
+    use: str = "paired"
+    split: str = "train"
+    splits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where data lives and how excerpts are cut.
+
+    workdir: root of everything a run writes (shards, checkpoints, MLflow store, reports).
+    excerpt_frames: STFT frames per excerpt; a multiple of 2**model.depth.
+    excerpt_hop: frames between excerpt starts (less than excerpt_frames overlaps them).
+    max_failed_share: ``semisep ingest`` exits with status 3 when more files than this share fail.
+    in_memory: training workers hold their share of the excerpts in memory (fast for corpora
+    that fit); false streams them from Parquet every epoch with a local shuffle buffer.
+    """
+
+    workdir: str = "work"
+    corpora: list[CorpusConfig] = field(default_factory=list)
+    excerpt_frames: int = 64
+    excerpt_hop: int = 32
+    dtype: str = "float16"
+    shuffle_buffer: int = 256
+    in_memory: bool = True
+    max_failed_share: float = 0.25
+
+    @property
+    def shards_dir(self) -> str:
+        return os.path.join(self.workdir, "shards")
+
+
+@dataclass
+class ModelConfig:
+    """U-Net separator and DCGAN-style critics."""
+
+    depth: int = 4
+    base_channels: int = 16
+    critic_channels: int = 16
+    critic_layers: int = 4
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loss L_s + alpha * L_u + beta * L_add and its optimisation.
+
+    alpha = beta = 0 is the supervised baseline: no critic is built or stepped.
+    """
+
+    alpha: float = 0.001
+    beta: float = 0.001
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+    batch_size: int = 64
+    lr: float = 5e-5
+    critic_lr: float = 5e-5
+    max_steps: int = 1000
+    val_every: int = 100
+    patience: int = 5
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.alpha > 0 or self.beta > 0
+
+
+@dataclass
+class EvalConfig:
+    """Test data and BSS Eval settings.
+
+    protocol: ``paper`` (mono, the model's rate) or ``sigsep`` (original rate and channels).
+    """
+
+    corpus: str = ""
+    split: str = "test"
+    protocol: str = "paper"
+    win_seconds: float = 1.0
+    max_tracks: int = 0
+
+
+@dataclass
+class MlflowConfig:
+    """Tracking store; empty tracking_uri means ``sqlite:///<workdir>/mlflow.db``."""
+
+    tracking_uri: str = ""
+    experiment: str = "semisep"
+    registered_model: str = "semisep-separator"
+
+
+@dataclass
+class RayConfig:
+    """Empty address starts a local Ray; ``auto`` or ``ray://host:port`` joins a cluster."""
+
+    address: str = ""
+    num_cpus: int = 0
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the generated demo corpus (see pipeline/demo_corpus.py)."""
+
+    seed: int = 0
+    track_seconds: float = 20.0
+    paired_train: int = 6
+    unpaired_per_role: int = 8
+    valid: int = 2
+    test: int = 4
+    test_in_domain: int = 2
+
+
+@dataclass
+class Config:
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return "sqlite:///" + os.path.abspath(os.path.join(self.data.workdir, "mlflow.db"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "Config":
+        return _build(cls, raw or {}, source)
+
+    def validate(self) -> "Config":
+        unit = 2**self.model.depth
+        if self.data.excerpt_frames % unit:
+            raise SemisepError(
+                f"data.excerpt_frames={self.data.excerpt_frames} must be a multiple of "
+                f"2**model.depth={unit}: set one of them so it divides"
+            )
+        if self.transform.freq_bins % unit:
+            raise SemisepError(
+                f"transform.freq_bins={self.transform.freq_bins} must be a multiple of {unit}"
+            )
+        if self.eval.protocol not in ("paper", "sigsep"):
+            raise SemisepError(f"eval.protocol={self.eval.protocol!r}: use 'paper' or 'sigsep'")
+        for corpus in self.data.corpora:
+            if corpus.format not in ("musdb18hq", "folder"):
+                raise SemisepError(
+                    f"corpus {corpus.name!r}: format {corpus.format!r} is not known; "
+                    "use 'musdb18hq' or 'folder'"
+                )
+            if corpus.use not in ("paired", "unpaired"):
+                raise SemisepError(f"corpus {corpus.name!r}: use must be 'paired' or 'unpaired'")
+        return self
+
+
+def _build(cls, raw: Any, where: str):
+    """Turn nested dicts into the dataclass ``cls``, refusing unknown keys by name."""
+    if not isinstance(raw, dict):
+        raise SemisepError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise SemisepError(f"{where}: unknown setting {key!r} (known: {', '.join(fields)})")
+        ftype = fields[key].type
+        sub = _dataclass_for(ftype)
+        if sub is not None and isinstance(value, dict):
+            value = _build(sub, value, f"{where}.{key}")
+        elif key == "corpora":
+            value = [_build(CorpusConfig, c, f"{where}.corpora[{i}]") for i, c in enumerate(value)]
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _dataclass_for(type_name: Any):
+    names = {c.__name__: c for c in (TransformConfig, DataConfig, ModelConfig, TrainConfig,
+                                     EvalConfig, MlflowConfig, RayConfig, DemoConfig)}
+    return names.get(type_name if isinstance(type_name, str) else getattr(type_name, "__name__", ""))
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``a.b=value`` overrides.
+
+    Relative corpus paths and the workdir are taken relative to the current directory.
+    """
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise SemisepError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SemisepError(f"{path}: not valid YAML ({exc})") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise SemisepError(f"override {item!r}: write it as section.key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return Config.from_dict(raw, source=path or "config").validate()

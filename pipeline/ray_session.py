@@ -1,0 +1,29 @@
+"""Starting or joining Ray: a local Ray by default, a cluster when ``ray.address`` is set."""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.config import Config
+
+
+def ensure_ray(cfg: Config) -> None:
+    """Initialise Ray once per process from ``cfg.ray``; project code is shipped to workers."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kwargs = dict(
+        address=cfg.ray.address or None,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    if not cfg.ray.address:
+        kwargs["num_cpus"] = cfg.ray.num_cpus or os.cpu_count()
+    if cfg.ray.address and cfg.ray.address != "local":
+        kwargs["runtime_env"] = {"working_dir": root, "excludes": [".venv", "work", ".git"]}
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(**kwargs)

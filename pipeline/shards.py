@@ -1,0 +1,130 @@
+"""Parquet shards of log-magnitude excerpts: schema, atomic writing, reading back.
+
+One shard holds the excerpts of one source track. Schema (version ``SCHEMA_VERSION``):
+
+=============  ==========  ===============================================================
+column         type        meaning
+=============  ==========  ===============================================================
+track_id       string      track name inside its corpus
+corpus         string      corpus name from the config
+split          string      train / valid / test
+role           string      ``paired`` or mixture / vocals / accompaniment
+start_frame    int32       first STFT frame of the excerpt in the track
+mixture        binary      float16 [freq_bins, frames], C order (paired rows and role=mixture)
+vocals         binary      same, paired rows and role=vocals
+accompaniment  binary      same, paired rows and role=accompaniment
+=============  ==========  ===============================================================
+
+Schema metadata: ``semisep.schema_version``, ``semisep.transform`` (JSON of TransformConfig),
+``semisep.excerpt_frames``, ``semisep.dtype``. Readers refuse shards whose values differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import SemisepError
+from pipeline.spectrogram import TransformConfig
+
+SCHEMA_VERSION = 1
+SOURCE_COLUMNS = ("mixture", "vocals", "accompaniment")
+
+
+def excerpt_starts(total_frames: int, excerpt_frames: int, hop: int) -> list[int]:
+    """Start frames of the full-length excerpts of a track; the tail is covered by a last one."""
+    if total_frames < excerpt_frames:
+        return []
+    starts = list(range(0, total_frames - excerpt_frames + 1, hop))
+    if starts[-1] != total_frames - excerpt_frames:
+        starts.append(total_frames - excerpt_frames)
+    return starts
+
+
+def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarray],
+                starts: list[int], transform: TransformConfig, excerpt_frames: int,
+                dtype: str = "float16") -> int:
+    """Write excerpts of ``sources`` (name -> (freq_bins, total_frames)) as one shard, atomically.
+
+    meta holds track_id, corpus, split, role. Returns the number of rows.
+    """
+    path = Path(path)
+    n = len(starts)
+    columns: dict[str, pa.Array] = {
+        "track_id": pa.array([meta["track_id"]] * n, pa.string()),
+        "corpus": pa.array([meta["corpus"]] * n, pa.string()),
+        "split": pa.array([meta["split"]] * n, pa.string()),
+        "role": pa.array([meta["role"]] * n, pa.string()),
+        "start_frame": pa.array(starts, pa.int32()),
+    }
+    for name, spec in sources.items():
+        assert spec.shape[0] == transform.freq_bins, spec.shape
+        blobs = [np.ascontiguousarray(spec[:, s:s + excerpt_frames], dtype=dtype).tobytes() for s in starts]
+        columns[name] = pa.array(blobs, pa.binary())
+    table = pa.table(columns).replace_schema_metadata(shard_metadata(transform, excerpt_frames, dtype))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return n
+
+
+def shard_metadata(transform: TransformConfig, excerpt_frames: int, dtype: str) -> dict[str, str]:
+    return {
+        "semisep.schema_version": str(SCHEMA_VERSION),
+        "semisep.transform": json.dumps(transform.to_dict(), sort_keys=True),
+        "semisep.excerpt_frames": str(excerpt_frames),
+        "semisep.dtype": dtype,
+    }
+
+
+def check_shard(path: str | os.PathLike, transform: TransformConfig, excerpt_frames: int) -> str:
+    """Raise SemisepError if the shard was built with another schema, transform or excerpt size.
+
+    Returns the stored dtype.
+    """
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise SemisepError(f"{path}: not a readable Parquet shard ({exc})") from None
+    meta = {k.decode(): v.decode() for k, v in meta.items()}
+    version = meta.get("semisep.schema_version")
+    if version != str(SCHEMA_VERSION):
+        raise SemisepError(
+            f"{path}: shard schema version {version} differs from {SCHEMA_VERSION} that this "
+            "semisep reads; re-run `semisep ingest`"
+        )
+    stored = TransformConfig(**json.loads(meta["semisep.transform"]))
+    transform.check_same(stored, str(path))
+    if int(meta["semisep.excerpt_frames"]) != excerpt_frames:
+        raise SemisepError(
+            f"{path}: excerpts of {meta['semisep.excerpt_frames']} frames, the config asks for "
+            f"{excerpt_frames} (data.excerpt_frames); re-run `semisep ingest` with this config"
+        )
+    return meta["semisep.dtype"]
+
+
+def decode(blobs, freq_bins: int, frames: int, dtype: str = "float16") -> np.ndarray:
+    """Binary excerpt cells -> float32 (rows, freq_bins, frames)."""
+    if len(blobs) == 0:
+        return np.zeros((0, freq_bins, frames), np.float32)
+    flat = np.frombuffer(b"".join(blobs), dtype=dtype)
+    return flat.reshape(len(blobs), freq_bins, frames).astype(np.float32)
+
+
+def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
+                  excerpt_frames: int) -> np.ndarray:
+    """All excerpts of ``column`` in ``paths`` as float32 (rows, freq_bins, frames), no Ray needed."""
+    arrays = []
+    for path in paths:
+        dtype = check_shard(path, transform, excerpt_frames)
+        blobs = pq.read_table(path, columns=[column]).column(column).to_pylist()
+        arrays.append(decode(blobs, transform.freq_bins, excerpt_frames, dtype))
+    if not arrays:
+        return np.zeros((0, transform.freq_bins, excerpt_frames), np.float32)
+    return np.concatenate(arrays)

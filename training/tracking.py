@@ -1,0 +1,64 @@
+"""MLflow at the edges: one run per training, metrics from rank 0, artifacts from the driver."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(tracking_uri: str, name: str) -> str:
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    return exp.experiment_id if exp else c.create_experiment(name)
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
+    """Create a run with params and tags; returns its id (the run is left RUNNING)."""
+    from mlflow.entities import Param, RunTag
+
+    c = client(tracking_uri)
+    run = c.create_run(experiment_id(tracking_uri, experiment), run_name=run_name, tags=tags)
+    items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):
+        c.log_batch(run.info.run_id, params=items[i:i + 100])
+    return run.info.run_id
+
+
+class MetricLogger:
+    """Logs metric dicts to one run with an MlflowClient (no global mlflow state)."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.client = client(tracking_uri)
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)

@@ -1,0 +1,105 @@
+"""Driver side of a training run: Ray Train ``TorchTrainer`` plus the MLflow run around it.
+
+``train(cfg, name)`` reads the shard manifest, starts an MLflow run (config as params, dataset
+version, git commit and config hash as tags), runs the worker loop on ``train.num_workers``
+workers, then writes the best separator as a model folder and logs it with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import SemisepError
+from pipeline.ingest import read_manifest
+from pipeline.ray_session import ensure_ray
+from training.checkpoint import safe_load, save_model
+from training.data import ray_datasets, stream_paths
+from training.tracking import git_commit, start_run
+from training.worker import train_loop_per_worker
+
+
+@dataclass
+class TrainResult:
+    name: str
+    run_id: str
+    model_dir: str
+    checkpoint_dir: str
+    best_step: int
+    best_val_loss: float
+    steps: int
+    early_stopped: bool
+
+
+def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
+    """Train one separator with Ray Train; returns where the best model landed."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ensure_ray(cfg)
+    paths = stream_paths(cfg)
+    _, version = read_manifest(cfg.data.shards_dir)
+    t = cfg.train
+    if t.batch_size % t.num_workers:
+        raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
+    kind = "semi-supervised" if t.semi_supervised else "supervised"
+    tags = {"semisep.dataset_version": version, "semisep.git_commit": git_commit(),
+            "semisep.config_hash": cfg.hash(), "semisep.kind": kind,
+            "semisep.transform_hash": cfg.transform.hash()}
+    run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
+    storage = os.path.abspath(os.path.join(cfg.data.workdir, "ray_results"))
+    resume_from = _latest_checkpoint(Path(storage) / name) if resume else None
+    if resume and resume_from is None:
+        raise SemisepError(f"--resume: no checkpoint under {Path(storage) / name}")
+    threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // t.num_workers)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri, "threads": threads},
+        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                               resources_per_worker={"CPU": t.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=2),
+        ),
+        datasets=ray_datasets(cfg, paths),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[s for s in ("paired", "mixture", "vocals", "accompaniment")
+                                                                if s in paths and paths[s]]),
+        resume_from_checkpoint=resume_from,
+    )
+    from training.tracking import client
+
+    mlflow = client(cfg.tracking_uri)
+    try:
+        result = trainer.fit()
+    except Exception:
+        mlflow.set_terminated(run_id, "FAILED")
+        raise
+    if result.checkpoint is None:
+        mlflow.set_terminated(run_id, "FAILED")
+        raise SemisepError(f"training run {name} produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = safe_load(os.path.join(d, "state.pt"))
+        meta = json.load(open(os.path.join(d, "meta.json")))
+        checkpoint_dir = result.checkpoint.path
+        model_dir = os.path.join(cfg.data.workdir, "models", name)
+        info = {"name": name, "run_id": run_id, "dataset_version": version, "kind": kind,
+                "best_step": meta["best_step"], "steps": meta["step"], "best_val_loss": meta["best_val_loss"]}
+        save_model(model_dir, state["best_separator"], cfg, info)
+        mlflow.log_artifacts(run_id, d, artifact_path="checkpoint")
+    mlflow.log_artifacts(run_id, model_dir, artifact_path="model")
+    mlflow.set_tag(run_id, "semisep.best_step", str(meta["best_step"]))
+    mlflow.set_terminated(run_id, "FINISHED")
+    early = meta["step"] < t.max_steps
+    return TrainResult(name, run_id, model_dir, checkpoint_dir, meta["best_step"], meta["best_val_loss"],
+                       meta["step"], early)
+
+
+def _latest_checkpoint(run_dir: Path):
+    import ray.train
+
+    found = sorted(run_dir.glob("**/step_*/state.pt"))
+    return ray.train.Checkpoint.from_directory(str(found[-1].parent)) if found else None

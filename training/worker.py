@@ -1,0 +1,194 @@
+"""The Ray Train worker loop: feeds ``train_step`` from the dataset shards, validates, checkpoints.
+
+Validation runs on the whole validation split on every worker (same weights, same data, so every
+worker takes the same early-stopping decision); rank 0 writes checkpoints and MLflow metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from training.checkpoint import safe_load
+from training.step import Models, batches_from_arrays, broadcast_parameters, build_models, train_step
+from training.tracking import MetricLogger
+
+
+@torch.no_grad()
+def validate(separator, valid: dict[str, torch.Tensor], batch_size: int) -> dict[str, float]:
+    """Validation loss (L_s) and a fast magnitude-domain SDR per source, over the whole split."""
+    separator.eval()
+    sq_err = 0.0
+    energy = torch.zeros(2, dtype=torch.float64)
+    err = torch.zeros(2, dtype=torch.float64)
+    n = valid["mixture"].shape[0]
+    for i in range(0, n, batch_size):
+        est = separator(valid["mixture"][i:i + batch_size])
+        ref = torch.stack([valid["vocals"][i:i + batch_size], valid["accompaniment"][i:i + batch_size]], 1)
+        sq_err += ((est - ref) ** 2).sum().item()
+        m_est, m_ref = torch.expm1(est).double(), torch.expm1(ref).double()
+        energy += (m_ref ** 2).sum(dim=(0, 2, 3))
+        err += ((m_ref - m_est) ** 2).sum(dim=(0, 2, 3))
+    separator.train()
+    sdr = 10 * torch.log10(energy / err.clamp_min(1e-12))
+    return {"val_loss": sq_err / (n * 2 * valid["mixture"][0].numel()),
+            "val_spec_sdr_vocals": sdr[0].item(), "val_spec_sdr_accompaniment": sdr[1].item()}
+
+
+def _to_tensors(batch: dict, device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class StreamFeeder:
+    """Endless batches from a worker's Ray Data shard, counting time spent waiting for data.
+
+    in_memory: read the shard once and draw reshuffled batches from memory (float16 kept,
+    float32 handed out); otherwise stream it from Parquet again every epoch.
+    """
+
+    def __init__(self, shard, batch_size: int, shuffle_buffer: int, seed: int, device, in_memory: bool):
+        self.shard, self.batch_size, self.buffer, self.seed, self.device = shard, batch_size, shuffle_buffer, seed, device
+        self.wait = 0.0
+        self._it = self._from_memory() if in_memory else self._streamed()
+
+    def _from_memory(self):
+        parts = list(self.shard.iter_batches(batch_size=1024, batch_format="numpy"))
+        arrays = {k: torch.from_numpy(np.concatenate([p[k] for p in parts]).astype(np.float16)) for k in parts[0]} if parts else {}
+        rows = next(iter(arrays.values())).shape[0] if arrays else 0
+        if rows < self.batch_size:
+            from pipeline.errors import SemisepError
+
+            raise SemisepError(f"a training stream has {rows} rows on this worker, fewer than its batch of {self.batch_size}")
+        generator = torch.Generator().manual_seed(self.seed)
+        for batch in batches_from_arrays(arrays, self.batch_size, generator):
+            yield {k: v.float() for k, v in batch.items()}
+
+    def _streamed(self):
+        epoch = 0
+        while True:
+            got = False
+            for batch in self.shard.iter_batches(batch_size=self.batch_size, batch_format="numpy", drop_last=True,
+                                                 local_shuffle_buffer_size=self.buffer,
+                                                 local_shuffle_seed=self.seed + epoch, prefetch_batches=2):
+                got = True
+                yield batch
+            epoch += 1
+            if not got:
+                from pipeline.errors import SemisepError
+
+                raise SemisepError(f"a training stream has fewer rows than train.batch_size={self.batch_size}")
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        batch = next(self._it)
+        self.wait += time.perf_counter() - t
+        return _to_tensors(batch, self.device)
+
+
+class UnpairedFeeder:
+    """One batch of unpaired mixtures, vocals and accompaniment, each from its own stream."""
+
+    def __init__(self, feeders: dict[str, StreamFeeder]):
+        self.feeders = feeders
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        return {role: f()[role] for role, f in self.feeders.items()}
+
+    @property
+    def wait(self) -> float:
+        return sum(f.wait for f in self.feeders.values())
+
+
+def _load_valid(shard, device) -> dict[str, torch.Tensor]:
+    parts = list(shard.iter_batches(batch_size=1024, batch_format="numpy"))
+    return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])).to(device) for k in parts[0]}
+
+
+def save_training_state(directory: str, models: Models, step: int, best: dict, cfg: Config) -> None:
+    torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"],
+                "torch_rng": torch.get_rng_state()}, os.path.join(directory, "state.pt"))
+    meta = {"step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
+            "bad_evals": best["bad_evals"], "config": cfg.to_dict()}
+    with open(os.path.join(directory, "meta.json"), "w") as fh:
+        json.dump(meta, fh, indent=2)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = Config.from_dict(loop_config["cfg"])
+    t = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, loop_config.get("threads", 1)))
+    torch.manual_seed(t.seed)
+    device = ray.train.torch.get_device()
+    models = build_models(cfg, device)
+    broadcast_parameters(models)
+
+    step, best = 0, {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = safe_load(os.path.join(d, "state.pt"))
+            meta = json.load(open(os.path.join(d, "meta.json")))
+        models.load_state_dict(state["models"])
+        torch.set_rng_state(state["torch_rng"])
+        step = meta["step"]
+        best = {"val_loss": meta["best_val_loss"], "step": meta["best_step"], "bad_evals": meta["bad_evals"],
+                "state": state["best_separator"]}
+
+    per_worker = t.batch_size // world
+    seed = t.seed * 1000 + rank
+    paired = StreamFeeder(ray.train.get_dataset_shard("paired"), per_worker, cfg.data.shuffle_buffer, seed, device,
+                          cfg.data.in_memory)
+    unpaired = None
+    if t.semi_supervised:
+        unpaired = UnpairedFeeder({r: StreamFeeder(ray.train.get_dataset_shard(r), per_worker, cfg.data.shuffle_buffer,
+                                                   seed + 7 * (i + 1), device, cfg.data.in_memory)
+                                   for i, r in enumerate(("mixture", "vocals", "accompaniment"))})
+    valid = _load_valid(ray.train.get_dataset_shard("valid"), device)
+    logger = MetricLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 and loop_config.get("run_id") else None
+
+    window_start, window_steps = time.perf_counter(), 0
+    wait_start = 0.0
+    while step < t.max_steps:
+        metrics = train_step(models, paired, unpaired, cfg)
+        step += 1
+        window_steps += 1
+        if logger and (step % t.log_every == 0):
+            logger.log(metrics, step)
+        if step % t.val_every and step != t.max_steps:
+            continue
+        elapsed = time.perf_counter() - window_start
+        waited = paired.wait + (unpaired.wait if unpaired else 0.0)
+        val = validate(models.separator, valid, per_worker)
+        improved = val["val_loss"] < best["val_loss"]
+        if improved:
+            best.update(val_loss=val["val_loss"], step=step, bad_evals=0,
+                        state={k: v.detach().cpu().clone() for k, v in models.separator.state_dict().items()})
+        else:
+            best["bad_evals"] += 1
+        stop = best["bad_evals"] >= t.patience
+        report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
+                  "steps_per_s": window_steps / elapsed, "data_wait_share": (waited - wait_start) / elapsed,
+                  "early_stopped": float(stop)}
+        window_start, window_steps, wait_start = time.perf_counter(), 0, waited
+        if logger:
+            logger.log({k: v for k, v in report.items() if k != "step"}, step)
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_training_state(tmp, models, step, best, cfg)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
+        if stop:
+            break
