@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.audio import resample
+from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig, features, istft, stft
 
 
@@ -74,6 +75,9 @@ def mask_to_rate(mask: np.ndarray, transform: TransformConfig, full: TransformCo
 
 def separate(model, transform: TransformConfig, audio: np.ndarray, sr: int, power: float = 1.0) -> dict[str, np.ndarray]:
     """audio: float32 (channels, samples) at sr -> {'vocals', 'accompaniment'} of the same shape."""
+    min_seconds = transform.n_fft / transform.sample_rate
+    if audio.shape[1] < min_seconds * sr:
+        raise SemisepError(f"too short to separate: {audio.shape[1]} samples, at least {min_seconds:.3f} s needed")
     mono = resample(audio.mean(axis=0), sr, transform.sample_rate)
     mask = model_masks(model, mono, transform, power)
     full = full_rate_stft_config(transform, sr)

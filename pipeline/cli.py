@@ -165,11 +165,15 @@ def cmd_separate(args) -> int:
     for path in files:
         try:
             audio, sr = load_audio(path)
+            estimates = separate(model, transform, audio, sr, power=args.mask_power)
         except AudioError as exc:
             print(f"semisep: error: {exc.path}: {exc.reason}", file=sys.stderr)
             failed += 1
             continue
-        estimates = separate(model, transform, audio, sr, power=args.mask_power)
+        except SemisepError as exc:
+            print(f"semisep: error: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         name = path.name[: -len(".stem.mp4")] if path.name.endswith(".stem.mp4") else path.stem
         for target, signal in estimates.items():
             save_audio(Path(args.out) / name / f"{target}.wav", signal, sr)

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny generated corpus, a tiny config, one real local Ray for the session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.demo_corpus import generate_demo_corpus
+
+TINY = dict(track_seconds=4.0, paired_train=2, unpaired_per_role=2, valid=1, test=2, test_in_domain=0)
+
+
+def tiny_config(workdir, corpus, **extra):
+    overrides = [
+        f"data.workdir={workdir}",
+        "data.excerpt_frames=32", "data.excerpt_hop=16",
+        f"data.corpora=[{{name: paired, path: {corpus}/paired}}, {{name: target, path: {corpus}/target}},"
+        f" {{name: unpaired, path: {corpus}/unpaired, format: folder, use: unpaired}}]",
+        "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3",
+        "train.batch_size=4", "train.max_steps=4", "train.val_every=2", "train.log_every=1",
+        "train.lr=0.001", "train.n_critic=2", "ray.num_cpus=2",
+        "eval.corpus=target", "mlflow.experiment=tests",
+    ]
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    generate_demo_corpus(root, seed=1, progress=False, **TINY)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ingested(tiny_corpus, tmp_path_factory, ray_session):
+    """The tiny corpus ingested into a fresh workdir; returns (config, report)."""
+    from pipeline.ingest import ingest
+
+    cfg = tiny_config(tmp_path_factory.mktemp("work"), tiny_corpus)
+    return cfg, ingest(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained(ingested):
+    """Supervised and semi-supervised tiny models trained with real Ray Train and MLflow."""
+    from training.train import train
+
+    cfg, _ = ingested
+    out = {}
+    for name, alpha, beta in (("supervised", 0.0, 0.0), ("semi-supervised", 0.001, 0.001)):
+        run_cfg = type(cfg).from_dict(cfg.to_dict())
+        run_cfg.train.alpha, run_cfg.train.beta = alpha, beta
+        out[name] = train(run_cfg, name)
+    return cfg, out

@@ -1,0 +1,28 @@
+"""museval evaluation of trained tiny models, inside the test suite (real museval, MLflow)."""
+
+import json
+
+import pytest
+
+from evaluation.evaluate import evaluate
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_scores_models_and_bounds(trained, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg, results = trained
+    res = evaluate(cfg, {k: r.model_dir for k, r in results.items()}, str(tmp_path / "eval"),
+                   run_ids={k: r.run_id for k, r in results.items()}, progress=False)
+    sdr = res.summary[(res.summary.metric == "SDR")].set_index(["method", "target"])
+    assert set(sdr.index.get_level_values(0)) == {"supervised", "semi-supervised", "oracle_irm", "mixture"}
+    assert (sdr["tracks"] == 2).all()
+    assert sdr.loc[("oracle_irm", "vocals"), "median"] > sdr.loc[("mixture", "vocals"), "median"] + 5
+    assert "| supervised |" in res.table and "| semi-supervised |" in res.table
+    track_json = json.loads(next((tmp_path / "eval" / "supervised" / "test").glob("*.json")).read_text())
+    assert {t["name"] for t in track_json["targets"]} == {"vocals", "accompaniment"}
+    assert {"SDR", "SIR", "SAR", "ISR"} <= set(track_json["targets"][0]["frames"][0]["metrics"])
+    assert (tmp_path / "eval" / "SDR.png").stat().st_size > 5000
+    run = MlflowClient(cfg.tracking_uri).get_run(results["supervised"].run_id)
+    assert "test_vocals_SDR_median" in run.data.metrics

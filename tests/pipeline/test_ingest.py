@@ -1,0 +1,82 @@
+"""Ingestion with real Ray Data on a tiny generated corpus, bad files included."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_ingest_writes_paired_and_unpaired_shards(ingested):
+    cfg, report = ingested
+    m = report.manifest
+    assert (m.status == "ok").all()
+    paired = m[m.role == "paired"]
+    assert set(paired.split) == {"train", "valid", "test"}
+    assert set(m[m.role != "paired"].role) == {"mixture", "vocals", "accompaniment"}
+    shard = pq.read_table(paired.shard.iloc[0])
+    assert {"mixture", "vocals", "accompaniment", "start_frame", "track_id"} <= set(shard.column_names)
+    assert shard.num_rows == paired.excerpts.iloc[0] > 0
+
+
+def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray_session):
+    from pipeline.ingest import ingest
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    vocals = corpus / "unpaired" / "vocals"
+    (vocals / "empty.wav").write_bytes(b"")
+    (vocals / "notes.wav").write_text("this is a text file, not audio\n")
+    good = next(vocals.glob("acoustic_*.wav")).read_bytes()
+    (vocals / "corrupt.wav").write_bytes(good[:44] + bytes(range(256)) * 4)
+    (vocals / "cover.jpg").write_bytes(b"\xff\xd8\xff")
+    import soundfile as sf
+
+    sf.write(vocals / "short.wav", np.full((1000, 2), 0.1, np.float32), 44100)
+    sf.write(vocals / "silent.wav", np.zeros((44100 * 3, 2), np.float32), 44100)
+    cfg = tiny_config(tmp_path / "work", corpus)
+    report = ingest(cfg, progress=False)
+    m = report.manifest.set_index(report.manifest.path.map(lambda p: p.rsplit("/", 1)[-1]))
+    reasons = {name: m.loc[name, "error"] for name in ("empty.wav", "notes.wav", "corrupt.wav", "cover.jpg", "short.wav", "silent.wav")}
+    assert "empty" in reasons["empty.wav"]
+    assert "cannot decode" in reasons["notes.wav"]
+    assert "cannot decode" in reasons["corrupt.wav"] or "NaN" in reasons["corrupt.wav"]
+    assert "unsupported extension" in reasons["cover.jpg"]
+    assert "too short" in reasons["short.wav"]
+    assert "silent" in reasons["silent.wav"]
+    ok = report.manifest[report.manifest.status == "ok"]
+    assert len(ok) == len(report.manifest) - 6
+    assert len(ok) == len(ingest(tiny_config(tmp_path / "clean", tiny_corpus), progress=False).manifest)
+
+
+def test_second_run_reuses_every_shard(ingested):
+    from pipeline.ingest import ingest
+
+    cfg, first = ingested
+    before = {p: open(p, "rb").read() for p in first.manifest.shard}
+    second = ingest(cfg, progress=False)
+    assert second.manifest.reused.all()
+    assert second.dataset_version == first.dataset_version
+    assert all(open(p, "rb").read() == b for p, b in before.items())
+
+
+def test_cli_ingest_prints_one_line_per_bad_file(tiny_corpus, tmp_path):
+    corpus = tmp_path / "c"
+    shutil.copytree(tiny_corpus / "unpaired", corpus / "unpaired")
+    (corpus / "unpaired" / "mixture" / "broken.wav").write_text("not audio")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", "--set", f"data.workdir={tmp_path / 'w'}",
+         "--set", f"data.corpora=[{{name: u, path: {corpus / 'unpaired'}, format: folder, use: unpaired}}]",
+         "--set", "data.excerpt_frames=32", "--set", "ray.num_cpus=2"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [l for l in proc.stdout.splitlines() if "broken.wav" in l]
+    assert len(lines) == 1 and "cannot decode" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "ingested 6 of 7 tracks" in proc.stdout

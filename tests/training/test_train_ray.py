@@ -1,0 +1,30 @@
+"""A real Ray Train run (1 CPU worker) logging to a real MLflow SQLite store."""
+
+import pytest
+
+from training.checkpoint import load_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_ray_train_runs_and_logs_to_mlflow(trained):
+    from mlflow import MlflowClient
+
+    cfg, results = trained
+    assert cfg.tracking_uri.startswith("sqlite:///")
+    client = MlflowClient(cfg.tracking_uri)
+    for name, result in results.items():
+        run = client.get_run(result.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["train.n_critic"] == "2"
+        assert run.data.tags["semisep.dataset_version"]
+        history = client.get_metric_history(result.run_id, "val_loss")
+        assert [m.step for m in history] == [2, 4]
+        assert client.get_metric_history(result.run_id, "loss_s")
+        artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+        assert {"model", "checkpoint"} <= artifacts
+        model, transform, meta = load_model(result.model_dir)
+        assert meta["info"]["run_id"] == result.run_id and transform == cfg.transform
+    semi = client.get_run(results["semi-supervised"].run_id)
+    assert "wasserstein_vocals" in semi.data.metrics and "loss_u" in semi.data.metrics
+    assert "loss_u" not in client.get_run(results["supervised"].run_id).data.metrics
