@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.corpora import TrackSpec, scan_corpus
 from pipeline.errors import AudioError, SemisepError
 from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
-from pipeline.spectrogram import TransformConfig, features
+from pipeline.spectrogram import TransformConfig, features, num_frames
 
 MANIFEST = "manifest.parquet"
 
@@ -117,20 +117,22 @@ def process_track(spec: TrackSpec, transform: TransformConfig, shards_dir: str,
         first = next(iter(sources.values()))
         if not np.any(first):
             raise AudioError(row["path"], "silent (all samples are zero)")
+        total = num_frames(len(first), transform)
+        starts = excerpt_starts(total, excerpt_frames, excerpt_hop)
+        if not starts or len(first) <= transform.n_fft // 2:
+            need = (excerpt_frames - 1) * transform.hop_length / transform.sample_rate
+            raise AudioError(row["path"], f"too short: {n / sr:.2f} s, one excerpt needs {need:.2f} s")
         import torch
 
         torch.set_num_threads(1)
         specs = {k: features(torch.from_numpy(np.ascontiguousarray(v, np.float32)), transform).numpy()
                  for k, v in sources.items()}
-        total = next(iter(specs.values())).shape[1]
-        starts = excerpt_starts(total, excerpt_frames, excerpt_hop)
-        if not starts:
-            need = (excerpt_frames - 1) * transform.hop_length / transform.sample_rate
-            raise AudioError(row["path"], f"too short: {n / sr:.2f} s, one excerpt needs {need:.2f} s")
         meta = {"track_id": spec.track_id, "corpus": spec.corpus, "split": spec.split, "role": spec.role}
         row["excerpts"] = write_shard(out, meta, specs, starts, transform, excerpt_frames, dtype)
     except AudioError as exc:
         row.update(status="error", error=exc.reason, path=exc.path, shard="")
+    except Exception as exc:  # noqa: BLE001 - one odd file must not stop the night
+        row.update(status="error", error=f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", shard="")
     return row
 
 

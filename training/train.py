@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,24 +52,26 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
             "semisep.transform_hash": cfg.transform.hash()}
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
     storage = os.path.abspath(os.path.join(cfg.data.workdir, "ray_results"))
-    resume_from = _latest_checkpoint(Path(storage) / name) if resume else None
+    # each run gets its own folder, so a second run of the same name never restores the first
+    run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    resume_from = _latest_checkpoint(Path(storage), name) if resume else None
     if resume and resume_from is None:
-        raise SemisepError(f"--resume: no checkpoint under {Path(storage) / name}")
+        raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
     threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // t.num_workers)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri, "threads": threads},
+        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri, "threads": threads,
+                           "resume_from": resume_from},
         scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                                resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=storage,
+            name=run_dir_name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=2),
         ),
         datasets=ray_datasets(cfg, paths),
         dataset_config=ray.train.DataConfig(datasets_to_split=[s for s in ("paired", "mixture", "vocals", "accompaniment")
                                                                 if s in paths and paths[s]]),
-        resume_from_checkpoint=resume_from,
     )
     from training.tracking import client
 
@@ -98,8 +101,7 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
                        meta["step"], early)
 
 
-def _latest_checkpoint(run_dir: Path):
-    import ray.train
-
-    found = sorted(run_dir.glob("**/step_*/state.pt"))
-    return ray.train.Checkpoint.from_directory(str(found[-1].parent)) if found else None
+def _latest_checkpoint(storage: Path, name: str) -> str | None:
+    """Folder of the newest checkpoint of any earlier run called ``name``."""
+    found = sorted(storage.glob(f"{name}-*/step_*/state.pt"), key=lambda p: (p.parent.parent.name, p.parent.name))
+    return str(found[-1].parent) if found else None

@@ -135,7 +135,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     broadcast_parameters(models)
 
     step, best = 0, {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
+    # Ray's own checkpoint (after a worker failure) wins over the one asked for with --resume
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = safe_load(os.path.join(d, "state.pt"))

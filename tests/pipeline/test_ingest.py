@@ -34,7 +34,7 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
     (vocals / "empty.wav").write_bytes(b"")
     (vocals / "notes.wav").write_text("this is a text file, not audio\n")
     good = next(vocals.glob("acoustic_*.wav")).read_bytes()
-    (vocals / "corrupt.wav").write_bytes(good[:44] + bytes(range(256)) * 4)
+    (vocals / "corrupt.wav").write_bytes(good[:8] + b"JUNKJUNK" + good[16:])  # format header destroyed
     (vocals / "cover.jpg").write_bytes(b"\xff\xd8\xff")
     import soundfile as sf
 
@@ -46,7 +46,7 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
     reasons = {name: m.loc[name, "error"] for name in ("empty.wav", "notes.wav", "corrupt.wav", "cover.jpg", "short.wav", "silent.wav")}
     assert "empty" in reasons["empty.wav"]
     assert "cannot decode" in reasons["notes.wav"]
-    assert "cannot decode" in reasons["corrupt.wav"] or "NaN" in reasons["corrupt.wav"]
+    assert "cannot decode" in reasons["corrupt.wav"]
     assert "unsupported extension" in reasons["cover.jpg"]
     assert "too short" in reasons["short.wav"]
     assert "silent" in reasons["silent.wav"]
