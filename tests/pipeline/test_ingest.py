@@ -40,8 +40,12 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
 
     sf.write(vocals / "short.wav", np.full((1000, 2), 0.1, np.float32), 44100)
     sf.write(vocals / "silent.wav", np.zeros((44100 * 3, 2), np.float32), 44100)
+    missing = next((corpus / "paired" / "train").iterdir()) / "vocals.wav"
+    missing.unlink()
     cfg = tiny_config(tmp_path / "work", corpus)
     report = ingest(cfg, progress=False)
+    row = report.manifest[report.manifest.path == str(missing)]
+    assert list(row.error) == ["file not found"]
     m = report.manifest.set_index(report.manifest.path.map(lambda p: p.rsplit("/", 1)[-1]))
     reasons = {name: m.loc[name, "error"] for name in ("empty.wav", "notes.wav", "corrupt.wav", "cover.jpg", "short.wav", "silent.wav")}
     assert "empty" in reasons["empty.wav"]
@@ -51,8 +55,8 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
     assert "too short" in reasons["short.wav"]
     assert "silent" in reasons["silent.wav"]
     ok = report.manifest[report.manifest.status == "ok"]
-    assert len(ok) == len(report.manifest) - 6
-    assert len(ok) == len(ingest(tiny_config(tmp_path / "clean", tiny_corpus), progress=False).manifest)
+    assert len(ok) == len(report.manifest) - 7
+    assert len(ok) == len(ingest(tiny_config(tmp_path / "clean", tiny_corpus), progress=False).manifest) - 1
 
 
 def test_second_run_reuses_every_shard(ingested):
