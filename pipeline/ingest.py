@@ -28,6 +28,10 @@ from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
 from pipeline.spectrogram import TransformConfig, features, num_frames
 
 MANIFEST = "manifest.parquet"
+# One manifest row per track: its columns, in order, with the values a row starts from.
+MANIFEST_DEFAULTS = {"corpus": "", "split": "", "role": "", "track_id": "", "path": "", "files": "", "size": 0,
+                     "content_hash": "", "duration": 0.0, "sample_rate": 0, "channels": 0, "status": "ok",
+                     "error": "", "shard": "", "excerpts": 0, "reused": False}
 
 
 @dataclass
@@ -80,10 +84,8 @@ def _load_source(value: str | list[str]) -> tuple[np.ndarray, int]:
 def process_track(spec: TrackSpec, transform: TransformConfig, shards_dir: str,
                   excerpt_frames: int, excerpt_hop: int, dtype: str) -> dict:
     """Ingest one track; never raises for bad audio. Returns its manifest row."""
-    row = {"corpus": spec.corpus, "split": spec.split, "role": spec.role, "track_id": spec.track_id,
-           "path": _spec_files(spec)[0], "files": json.dumps(spec.files), "size": 0,
-           "content_hash": "", "duration": 0.0, "sample_rate": 0, "channels": 0,
-           "status": "ok", "error": "", "shard": "", "excerpts": 0, "reused": False}
+    row = {**MANIFEST_DEFAULTS, "corpus": spec.corpus, "split": spec.split, "role": spec.role,
+           "track_id": spec.track_id, "path": _spec_files(spec)[0], "files": json.dumps(spec.files)}
     try:
         if spec.error:
             raise AudioError(row["path"], spec.error)
@@ -179,16 +181,11 @@ def ingest(cfg: Config, progress: bool = True) -> IngestReport:
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         rows = ds.map(_process_row, fn_kwargs=kwargs, num_cpus=1).take_all()
-    manifest = pd.DataFrame(rows, columns=_row_columns())
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_DEFAULTS))
     manifest = manifest.sort_values(["corpus", "split", "role", "track_id"]).reset_index(drop=True)
     version = dataset_version(manifest, cfg.transform)
     write_manifest(manifest, cfg.data.shards_dir, version)
     return IngestReport(manifest, version, time.time() - started)
-
-
-def _row_columns() -> list[str]:
-    return ["corpus", "split", "role", "track_id", "path", "files", "size", "content_hash", "duration",
-            "sample_rate", "channels", "status", "error", "shard", "excerpts", "reused"]
 
 
 def dataset_version(manifest: pd.DataFrame, transform: TransformConfig) -> str:

@@ -59,8 +59,7 @@ class StreamFeeder:
         self._it = self._from_memory() if in_memory else self._streamed()
 
     def _from_memory(self):
-        parts = list(self.shard.iter_batches(batch_size=1024, batch_format="numpy"))
-        arrays = {k: torch.from_numpy(np.concatenate([p[k] for p in parts]).astype(np.float16)) for k in parts[0]} if parts else {}
+        arrays = {k: torch.from_numpy(v.astype(np.float16)) for k, v in _read_all(self.shard).items()}
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
         if rows < self.batch_size:
             from pipeline.errors import SemisepError
@@ -106,9 +105,14 @@ class UnpairedFeeder:
         return sum(f.wait for f in self.feeders.values())
 
 
-def _load_valid(shard, device) -> dict[str, torch.Tensor]:
+def _read_all(shard) -> dict[str, np.ndarray]:
+    """Every row of a worker's dataset shard, column -> (rows, F, T); empty dict if it has none."""
     parts = list(shard.iter_batches(batch_size=1024, batch_format="numpy"))
-    return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])).to(device) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _load_valid(shard, device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in _read_all(shard).items()}
 
 
 def save_training_state(directory: str, models: Models, step: int, best: dict, cfg: Config) -> None:
