@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import load_audio, resample, to_mono
+from pipeline.audio import resample, to_mono
 from pipeline.config import Config
+from pipeline.corpora import TrackSpec, load_source, scan_corpus
 from pipeline.errors import AudioError, SemisepError
 from evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
 from evaluation.separate import separate
@@ -34,14 +35,12 @@ class EvalResult:
     out_dir: str
 
 
-def test_tracks(cfg: Config) -> list[Path]:
-    """Track folders of the test split of ``eval.corpus`` (MUSDB18-HQ layout)."""
+def test_tracks(cfg: Config) -> list[TrackSpec]:
+    """Paired tracks of ``eval.split`` in ``eval.corpus``, read through the corpus's adapter."""
     corpus = next((c for c in cfg.data.corpora if c.name == cfg.eval.corpus), None)
     if corpus is None:
         raise SemisepError(f"eval.corpus={cfg.eval.corpus!r} names no corpus in data.corpora")
-    folders = [d for d, split in ((d, corpus.splits.get(d.name, d.name)) for d in Path(corpus.path).iterdir())
-               if split == cfg.eval.split and d.is_dir()]
-    tracks = sorted(t for d in folders for t in d.iterdir() if t.is_dir())
+    tracks = [t for t in scan_corpus(corpus) if t.split == cfg.eval.split and t.role == "paired" and not t.skip]
     if cfg.eval.max_tracks:
         tracks = tracks[: cfg.eval.max_tracks]
     if not tracks:
@@ -49,12 +48,15 @@ def test_tracks(cfg: Config) -> list[Path]:
     return tracks
 
 
-def load_track(folder: Path, protocol: str, model_sr: int) -> tuple[dict[str, np.ndarray], int]:
+def load_track(spec: TrackSpec, protocol: str, model_sr: int) -> tuple[dict[str, np.ndarray], int]:
     """mixture, vocals, accompaniment as (channels, samples) under the protocol's rate and channels."""
-    out, sr = {}, 0
+    if spec.error:
+        raise AudioError(spec.paths()[0], spec.error)
+    out, sr, cache = {}, 0, {}
     for name in ("mixture", *TARGETS):
-        audio, sr = load_audio(folder / f"{name}.wav")
-        out[name] = audio
+        out[name], sr = load_source(spec.files[name], cache)
+    if len({a.shape for a in out.values()}) > 1:
+        raise AudioError(spec.paths()[0], "mixture, vocals and accompaniment differ in length or channels")
     if protocol == "paper":
         out = {k: resample(to_mono(v), sr, model_sr)[None, :].astype(np.float32) for k, v in out.items()}
         sr = model_sr
@@ -85,10 +87,10 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
     frames = []
     tracks = test_tracks(cfg)
     methods = list(models) + (list(REFERENCES) if references else [])
-    for folder in tqdm(tracks, desc="evaluate", unit="track", disable=not progress):
-        name = f"{folder.parent.name}/{folder.name}"
+    for spec in tqdm(tracks, desc="evaluate", unit="track", disable=not progress):
+        name = spec.track_id
         try:
-            track, sr = load_track(folder, cfg.eval.protocol, cfg.transform.sample_rate)
+            track, sr = load_track(spec, cfg.eval.protocol, cfg.transform.sample_rate)
         except AudioError as exc:
             print(f"skipped {exc.path}: {exc.reason}")
             continue
@@ -102,7 +104,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
             else:
                 est = {t: track["mixture"] for t in TARGETS}
             store = score_track(name, refs, est, sr, cfg.eval.win_seconds)
-            dest = out / method / cfg.eval.split / f"{folder.name}.json"
+            dest = out / method / cfg.eval.split / f"{name.rsplit('/', 1)[-1]}.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(store.json)
             df = store.df.assign(method=method)

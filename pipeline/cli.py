@@ -47,10 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="folder to write the corpus into")
 
     p = sub.add_parser("ingest", help="audio corpora -> Parquet spectrogram shards (Ray Data)",
-                       description="Scan data.corpora, compute log-magnitude excerpts with the shared transform, "
-                                   "write one Parquet shard per track under <workdir>/shards and the manifest. "
-                                   "Unchanged tracks are reused; bad files are reported and skipped. Exit status "
-                                   f"{EXIT_INGEST_FAILURES} when the share of failed files exceeds data.max_failed_share.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Scan data.corpora (layouts: musdb18, musdb18hq, dsd100, medleydb, ccmixter, "
+                                   "ikala, folder), compute log-magnitude excerpts with the shared transform and\n"
+                                   "write one Parquet shard per track under <workdir>/shards, plus manifest.parquet "
+                                   "(one row per source file).\n\n"
+                                   "Incremental: files unchanged since the last run (size, mtime) are not read again; "
+                                   "changed files get new shards,\nand shards of changed or deleted files are removed "
+                                   "after the new manifest is written. Bad files are recorded with\ntheir reason and "
+                                   "skipped. One ingestion per store at a time (lock file).\n\n"
+                                   "Exit status: 0 every valid file ingested; "
+                                   f"{EXIT_INGEST_FAILURES} more than data.max_failed_share of the files failed;\n"
+                                   f"{EXIT_ERROR} a configuration error or the store is locked by another ingestion.")
     _common(p)
 
     p = sub.add_parser("train", help="train a separator with Ray Train, tracked in MLflow",

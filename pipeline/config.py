@@ -20,15 +20,20 @@ from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig
 
 
+CORPUS_FORMATS = ("musdb18", "musdb18hq", "dsd100", "medleydb", "ccmixter", "ikala", "folder")
+
+
 @dataclass
 class CorpusConfig:
-    """A folder of audio and how to read it.
+    """A folder of audio and how to read it (layouts: see pipeline/corpora.py).
 
-    format: ``musdb18hq`` (``ROOT/<split>/<track>/{mixture,vocals,accompaniment}.wav``) or
-    ``folder`` (``ROOT/<role>/*.wav|flac|ogg|mp3`` with role mixture/vocals/accompaniment).
-    use: ``paired`` rows hold all three sources; ``unpaired`` rows hold one role.
-    split: for ``folder`` corpora, the split every file serves; ``musdb18hq`` takes the split
-    from the sub-folder name (``splits`` may rename them, e.g. ``{train: valid}``).
+    format: one of CORPUS_FORMATS.
+    use: ``paired`` rows hold all three sources; ``unpaired`` turns train tracks into one row
+    set per role (valid and test tracks stay paired: they need the truth).
+    split: the split of tracks that sit in no split folder (folder, medleydb, ccmixter, ikala).
+    splits: renames split folders, e.g. ``{Dev: train}``; ``skip`` leaves a folder out.
+    partition: weights per split, e.g. ``{train: 1, valid: 1, test: 1}``: each track goes to a
+    split by a hash of its id (stable when tracks are added); overrides split and splits.
     """
 
     name: str
@@ -37,6 +42,7 @@ class CorpusConfig:
     use: str = "paired"
     split: str = "train"
     splits: dict[str, str] = field(default_factory=dict)
+    partition: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,11 +196,13 @@ class Config:
         if self.eval.protocol not in ("paper", "sigsep"):
             raise SemisepError(f"eval.protocol={self.eval.protocol!r}: use 'paper' or 'sigsep'")
         for corpus in self.data.corpora:
-            if corpus.format not in ("musdb18hq", "folder"):
+            if corpus.format not in CORPUS_FORMATS:
                 raise SemisepError(
                     f"corpus {corpus.name!r}: format {corpus.format!r} is not known; "
-                    "use 'musdb18hq' or 'folder'"
+                    f"use one of {', '.join(CORPUS_FORMATS)}"
                 )
+            if any(w < 0 for w in corpus.partition.values()) or (corpus.partition and not sum(corpus.partition.values())):
+                raise SemisepError(f"corpus {corpus.name!r}: partition weights must be >= 0 and not all 0")
             if corpus.use not in ("paired", "unpaired"):
                 raise SemisepError(f"corpus {corpus.name!r}: use must be 'paired' or 'unpaired'")
         return self

@@ -1,8 +1,13 @@
-"""Ingestion: corpora -> Parquet shards of log-magnitude excerpts, as a Ray Data job.
+"""Ingestion: corpora -> Parquet shards of log-magnitude excerpts, as an incremental Ray Data job.
 
-``process_track`` is a plain function (decode, check, resample, STFT, cut, write one shard);
-Ray Data maps it over the tracks of every corpus. A track whose shard already exists under its
-content-addressed name is not recomputed. Bad files are recorded with their reason and skipped.
+``process_track`` is a plain function (hash, decode, check, resample, STFT, cut, write one
+shard) that never raises for bad audio: it returns the track's manifest rows, with the reason
+when a file cannot be used. ``ingest`` runs it with Ray Data over the tracks that are new or
+changed since the last run; unchanged tracks keep their rows and shards untouched.
+
+A run holds the store's lock, removes temp files a killed run left, writes shards under
+content-addressed names (temp name, then rename), writes the manifest atomically, and only then
+deletes the shards no track uses any more (changed or deleted files).
 """
 
 from __future__ import annotations
@@ -17,21 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.audio import load_audio, resample, to_mono
+from pipeline.audio import resample, to_mono
 from pipeline.config import Config
-from pipeline.corpora import TrackSpec, scan_corpus
+from pipeline.corpora import TrackSpec, load_source, scan_corpus
 from pipeline.errors import AudioError, SemisepError
+from pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_lock, write_manifest
 from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
 from pipeline.spectrogram import TransformConfig, features, num_frames
 
-MANIFEST = "manifest.parquet"
-# One manifest row per track: its columns, in order, with the values a row starts from.
-MANIFEST_DEFAULTS = {"corpus": "", "split": "", "role": "", "track_id": "", "path": "", "files": "", "size": 0,
-                     "content_hash": "", "duration": 0.0, "sample_rate": 0, "channels": 0, "status": "ok",
-                     "error": "", "shard": "", "excerpts": 0, "reused": False}
+# Re-exported: training and tests read the manifest through this module too.
+__all__ = ["IngestReport", "ingest", "process_track", "read_manifest", "format_report"]
 
 
 @dataclass
@@ -39,6 +41,8 @@ class IngestReport:
     manifest: pd.DataFrame
     dataset_version: str
     seconds: float
+    processed: int = 0  # files decoded (or re-hashed) by this run
+    pruned: int = 0  # stale shards deleted
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -49,108 +53,148 @@ class IngestReport:
         return len(self.failed) / max(len(self.manifest), 1)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """Everything besides the audio that decides a shard's bytes."""
+
+    transform: TransformConfig
+    excerpt_frames: int
+    excerpt_hop: int
+    dtype: str
+
+    def key(self) -> str:
+        return json.dumps([self.transform.to_dict(), self.excerpt_frames, self.excerpt_hop, self.dtype, SCHEMA_VERSION])
+
+
 def file_hash(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise AudioError(path, f"cannot read: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 
-def _spec_files(spec: TrackSpec) -> list[str]:
-    out = []
-    for value in spec.files.values():
-        out.extend(value if isinstance(value, list) else [value])
-    return out
+def track_hash(spec: TrackSpec, file_hashes: dict[str, str], recipe: Recipe) -> str:
+    """Content address of a track's shard: its files' bytes, its layout, its identity, the recipe."""
+    layout = {src: [{**p, "path": file_hashes[p["path"]]} for p in parts] for src, parts in spec.files.items()}
+    blob = json.dumps([recipe.key(), spec.corpus, spec.split, spec.role, spec.track_id, layout], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def shard_path(shards_dir: str, spec: TrackSpec, content_hash: str) -> str:
     return os.path.join(shards_dir, spec.corpus, spec.split, spec.role, f"part-{content_hash[:20]}.parquet")
 
 
-def _load_source(value: str | list[str]) -> tuple[np.ndarray, int]:
-    """One source: a file, or the sum of several stems (MUSDB accompaniment = drums+bass+other)."""
-    if isinstance(value, str):
-        return load_audio(value)
-    total, sr = load_audio(value[0])
-    for path in value[1:]:
-        audio, sr2 = load_audio(path)
-        if sr2 != sr or audio.shape != total.shape:
-            raise AudioError(path, f"stem does not match {value[0]} (rate or length differs)")
-        total = total + audio
-    return total, sr
+def _new_rows(spec: TrackSpec) -> dict[str, dict]:
+    rows = {}
+    for path in spec.paths():
+        sources = [s for s, parts in spec.files.items() if any(p["path"] == path for p in parts)]
+        rows[path] = {**COLUMNS, "corpus": spec.corpus, "split": spec.split, "role": spec.role,
+                      "track_id": spec.track_id, "sources": ",".join(sources), "path": path}
+    return rows
 
 
-def process_track(spec: TrackSpec, transform: TransformConfig, shards_dir: str,
-                  excerpt_frames: int, excerpt_hop: int, dtype: str) -> dict:
-    """Ingest one track; never raises for bad audio. Returns its manifest row."""
-    row = {**MANIFEST_DEFAULTS, "corpus": spec.corpus, "split": spec.split, "role": spec.role,
-           "track_id": spec.track_id, "path": _spec_files(spec)[0], "files": json.dumps(spec.files)}
+def _fail(rows: dict[str, dict], path: str, reason: str, status: str = "error") -> list[dict]:
+    """Mark the whole track failed: ``path`` with the reason, its other files pointing to it."""
+    first = path if path in rows else next(iter(rows))
+    for p, row in rows.items():
+        other = f"not ingested: {os.path.basename(first)} of this track: {reason}"
+        row.update(status=status, error=reason if p == first else other, shard="", excerpts=0)
+    return list(rows.values())
+
+
+def _stat_and_hash(rows: dict[str, dict], known: dict[str, dict]) -> dict[str, str]:
+    """Fill size, mtime and hash per file; a file unchanged since the last run is not re-read."""
+    hashes = {}
+    for path, row in rows.items():
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise AudioError(path, "file not found") from None
+        except OSError as exc:
+            raise AudioError(path, f"cannot read: {exc.strerror or exc}") from None
+        row.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        prev = known.get(path)
+        if prev and (prev["size"], prev["mtime_ns"]) == (st.st_size, st.st_mtime_ns) and prev["file_hash"]:
+            hashes[path] = prev["file_hash"]
+            row.update(duration=prev["duration"], sample_rate=prev["sample_rate"], channels=prev["channels"])
+        else:
+            hashes[path] = file_hash(path)
+        row["file_hash"] = hashes[path]
+    return hashes
+
+
+def process_track(spec: TrackSpec, recipe: Recipe, shards_dir: str, known: dict[str, dict] | None = None) -> list[dict]:
+    """Ingest one track; never raises for bad audio. Returns one manifest row per file.
+
+    known: path -> the file's previous manifest row, so unchanged files skip re-hashing.
+    """
+    rows = _new_rows(spec)
+    if spec.skip:
+        return _fail(rows, spec.paths()[0], spec.skip, status="skipped")
+    if spec.error:
+        return _fail(rows, spec.paths()[0], spec.error)
+    for row in rows.values():
+        row["processed"] = True
     try:
-        if spec.error:
-            raise AudioError(row["path"], spec.error)
-        files = _spec_files(spec)
-        for f in files:
-            if not os.path.isfile(f):
-                raise AudioError(f, "file not found")
-        row["size"] = sum(os.path.getsize(f) for f in files)
-        recipe = json.dumps([transform.to_dict(), excerpt_frames, excerpt_hop, dtype, SCHEMA_VERSION])
-        digest = hashlib.sha256(recipe.encode())
-        for f in files:
-            digest.update(file_hash(f).encode())
-        row["content_hash"] = digest.hexdigest()
-        out = shard_path(shards_dir, spec, row["content_hash"])
-        row["shard"] = out
-        if os.path.exists(out):
-            meta = pq.ParquetFile(out).metadata
-            row.update(excerpts=meta.num_rows, reused=True)
-            row.update(_describe(files[0]))
-            return row
-        sources, sr, channels, n = {}, 0, 0, 0
-        for name, value in spec.files.items():
-            audio, sr_i = _load_source(value)
-            path_i = value if isinstance(value, str) else value[0]
-            if sources and (sr_i != sr or audio.shape[1] != n):
-                raise AudioError(path_i, f"{name} does not match the mixture: {sr_i} Hz x {audio.shape[1]} "
-                                         f"samples vs {sr} Hz x {n} samples")
-            sr, channels, n = sr_i, audio.shape[0], audio.shape[1]
-            sources[name] = resample(to_mono(audio), sr, transform.sample_rate)
-        row.update(duration=n / sr, sample_rate=sr, channels=channels)
-        first = next(iter(sources.values()))
-        if not np.any(first):
-            raise AudioError(row["path"], "silent (all samples are zero)")
-        total = num_frames(len(first), transform)
-        starts = excerpt_starts(total, excerpt_frames, excerpt_hop)
-        if not starts or len(first) <= transform.n_fft // 2:
-            need = (excerpt_frames - 1) * transform.hop_length / transform.sample_rate
-            raise AudioError(row["path"], f"too short: {n / sr:.2f} s, one excerpt needs {need:.2f} s")
-        import torch
-
-        torch.set_num_threads(1)
-        specs = {k: features(torch.from_numpy(np.ascontiguousarray(v, np.float32)), transform).numpy()
-                 for k, v in sources.items()}
-        meta = {"track_id": spec.track_id, "corpus": spec.corpus, "split": spec.split, "role": spec.role}
-        row["excerpts"] = write_shard(out, meta, specs, starts, transform, excerpt_frames, dtype)
+        hashes = _stat_and_hash(rows, known or {})
+        content = track_hash(spec, hashes, recipe)
+        out = shard_path(shards_dir, spec, content)
+        for row in rows.values():
+            row.update(track_hash=content, shard=out)
+        if os.path.exists(out):  # same bytes as a shard already written (e.g. a touched file)
+            n = pq.ParquetFile(out).metadata.num_rows
+            for row in rows.values():
+                row["excerpts"] = n
+            return list(rows.values())
+        n = _write_track_shard(spec, recipe, out, rows)
+        for row in rows.values():
+            row["excerpts"] = n
     except AudioError as exc:
-        row.update(status="error", error=exc.reason, path=exc.path, shard="")
+        return _fail(rows, exc.path, exc.reason)
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the night
-        row.update(status="error", error=f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}", shard="")
-    return row
+        return _fail(rows, spec.paths()[0], f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+    return list(rows.values())
 
 
-def _describe(path: str) -> dict:
-    import soundfile as sf
+def _write_track_shard(spec: TrackSpec, recipe: Recipe, out: str, rows: dict[str, dict]) -> int:
+    """Decode, check, resample to mono at the model rate, STFT, cut into excerpts, write."""
+    import torch
 
-    try:
-        info = sf.info(path)
-        return {"duration": info.duration, "sample_rate": info.samplerate, "channels": info.channels}
-    except Exception:  # noqa: BLE001 - description only; the shard already exists
-        return {}
+    transform = recipe.transform
+    cache: dict = {}
+    sources, sr, n, first_path = {}, 0, 0, ""
+    for name, parts in spec.files.items():
+        audio, sr_i = load_source(parts, cache)
+        if sources and (sr_i != sr or audio.shape[1] != n):
+            raise AudioError(parts[0]["path"], f"{name} does not match {os.path.basename(first_path)}: "
+                                               f"{sr_i} Hz x {audio.shape[1]} samples vs {sr} Hz x {n} samples")
+        if not sources:
+            sr, n, first_path = sr_i, audio.shape[1], parts[0]["path"]
+        sources[name] = resample(to_mono(audio), sr, transform.sample_rate)
+    for (path, _stream), (audio, sr_p) in cache.items():
+        rows[path].update(duration=audio.shape[1] / sr_p, sample_rate=sr_p, channels=audio.shape[0])
+    first = next(iter(sources.values()))
+    if not np.any(first):
+        raise AudioError(first_path, "silent (all samples are zero)")
+    starts = excerpt_starts(num_frames(len(first), transform), recipe.excerpt_frames, recipe.excerpt_hop)
+    if not starts or len(first) <= transform.n_fft // 2:
+        need = (recipe.excerpt_frames - 1) * transform.hop_length / transform.sample_rate
+        raise AudioError(first_path, f"too short: {n / sr:.2f} s, one excerpt needs {need:.2f} s")
+    torch.set_num_threads(1)
+    specs = {k: features(torch.from_numpy(np.ascontiguousarray(v, np.float32)), transform).numpy()
+             for k, v in sources.items()}
+    meta = {"track_id": spec.track_id, "corpus": spec.corpus, "split": spec.split, "role": spec.role}
+    return write_shard(out, meta, specs, starts, transform, recipe.excerpt_frames, recipe.dtype)
 
 
-def _process_row(item: dict, **kwargs) -> dict:
+def _process_item(item: dict, recipe: Recipe, shards_dir: str) -> dict:
     spec = TrackSpec(**json.loads(item["spec"]))
-    return process_track(spec, **kwargs)
+    rows = process_track(spec, recipe, shards_dir, json.loads(item["known"]))
+    return {"rows": json.dumps(rows)}
 
 
 def scan(cfg: Config) -> list[TrackSpec]:
@@ -162,67 +206,125 @@ def scan(cfg: Config) -> list[TrackSpec]:
     return specs
 
 
+def _reusable(spec: TrackSpec, previous: list[dict], recipe: Recipe) -> bool:
+    """True when the track's files are unchanged (size, mtime) since ``previous`` rows were written."""
+    by_path = {r["path"]: r for r in previous}
+    if spec.error or spec.skip or set(by_path) != set(spec.paths()):
+        return False
+    for path, row in by_path.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if (row["size"], row["mtime_ns"]) != (st.st_size, st.st_mtime_ns) or not row["file_hash"]:
+            return False
+    if track_hash(spec, {p: r["file_hash"] for p, r in by_path.items()}, recipe) != previous[0]["track_hash"]:
+        return False
+    return previous[0]["status"] != "ok" or os.path.exists(previous[0]["shard"])
+
+
+def _remove_temp_files(shards_dir: str) -> int:
+    """Temp files of a run that was killed mid-write (the lock says none is running now)."""
+    removed = 0
+    for tmp in Path(shards_dir).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _prune(shards_dir: str, manifest: pd.DataFrame) -> int:
+    """Delete shards the new manifest does not name (their files changed or were deleted)."""
+    in_use = set(manifest[manifest.status == "ok"].shard)
+    removed = 0
+    for shard in Path(shards_dir).rglob("part-*.parquet"):
+        if str(shard) not in in_use:
+            shard.unlink()
+            removed += 1
+    return removed
+
+
 def ingest(cfg: Config, progress: bool = True) -> IngestReport:
-    """Run ingestion over every corpus of ``cfg`` with Ray Data and write the manifest."""
+    """Ingest every corpus of ``cfg`` incrementally with Ray Data; write the manifest."""
+    shards_dir = os.path.abspath(cfg.data.shards_dir)
+    with store_lock(shards_dir):
+        return _ingest_locked(cfg, shards_dir, progress)
+
+
+def _ingest_locked(cfg: Config, shards_dir: str, progress: bool) -> IngestReport:
+    started = time.time()
+    _remove_temp_files(shards_dir)
+    recipe = Recipe(cfg.transform, cfg.data.excerpt_frames, cfg.data.excerpt_hop, cfg.data.dtype)
+    specs = scan(cfg)
+    previous, _ = read_manifest(shards_dir, missing_ok=True)
+    prev_rows = {}
+    for row in previous.to_dict("records"):
+        prev_rows.setdefault((row["corpus"], row["split"], row["role"], row["track_id"]), []).append(row)
+    rows, todo = [], []
+    for spec in specs:
+        old = prev_rows.get((spec.corpus, spec.split, spec.role, spec.track_id), [])
+        if _reusable(spec, old, recipe):
+            rows.extend({**r, "processed": False} for r in old)
+        elif spec.error or spec.skip:
+            rows.extend(process_track(spec, recipe, shards_dir))
+        else:
+            known = {r["path"]: r for r in old if r["path"] in spec.paths()}
+            todo.append({"spec": json.dumps(dataclasses.asdict(spec)), "known": json.dumps(known, default=_plain)})
+    if todo:
+        rows.extend(_run_ray(cfg, todo, recipe, shards_dir, progress))
+    manifest = pd.DataFrame(rows, columns=list(COLUMNS))
+    manifest = manifest.sort_values(["corpus", "split", "role", "track_id", "path"]).reset_index(drop=True)
+    version = dataset_version(manifest, cfg.transform)
+    write_manifest(manifest, shards_dir, version)
+    pruned = _prune(shards_dir, manifest)
+    processed = int(manifest.processed.sum())
+    return IngestReport(manifest, version, time.time() - started, processed, pruned)
+
+
+def _plain(value):
+    """numpy scalars from a pandas row -> JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _run_ray(cfg: Config, todo: list[dict], recipe: Recipe, shards_dir: str, progress: bool) -> list[dict]:
+    """Map ``process_track`` over the tracks with Ray Data, one task per track, with a progress bar."""
     import ray
+    from tqdm import tqdm
 
     from pipeline.ray_session import ensure_ray
 
-    started = time.time()
-    specs = scan(cfg)
     ensure_ray(cfg)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    items = [{"spec": json.dumps(dataclasses.asdict(s))} for s in specs]
-    kwargs = dict(transform=cfg.transform, shards_dir=os.path.abspath(cfg.data.shards_dir),
-                  excerpt_frames=cfg.data.excerpt_frames, excerpt_hop=cfg.data.excerpt_hop,
-                  dtype=cfg.data.dtype)
-    rows = []
-    if items:
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        rows = ds.map(_process_row, fn_kwargs=kwargs, num_cpus=1).take_all()
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_DEFAULTS))
-    manifest = manifest.sort_values(["corpus", "split", "role", "track_id"]).reset_index(drop=True)
-    version = dataset_version(manifest, cfg.transform)
-    write_manifest(manifest, cfg.data.shards_dir, version)
-    return IngestReport(manifest, version, time.time() - started)
-
-
-def dataset_version(manifest: pd.DataFrame, transform: TransformConfig) -> str:
-    """Hash of the shards in use and the transform: equal versions mean equal training data."""
-    ok = manifest[manifest.status == "ok"]
-    blob = json.dumps([transform.to_dict(), sorted(map(os.path.basename, ok.shard))])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def write_manifest(manifest: pd.DataFrame, shards_dir: str, version: str) -> str:
-    path = Path(shards_dir) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(manifest, preserve_index=False)
-    table = table.replace_schema_metadata({"semisep.dataset_version": version})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return str(path)
-
-
-def read_manifest(shards_dir: str) -> tuple[pd.DataFrame, str]:
-    path = Path(shards_dir) / MANIFEST
-    if not path.exists():
-        raise SemisepError(f"{path}: no manifest; run `semisep ingest` first")
-    table = pq.read_table(path)
-    version = (table.schema.metadata or {}).get(b"semisep.dataset_version", b"").decode()
-    return table.to_pandas(), version
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    files = sum(len(TrackSpec(**json.loads(t["spec"])).paths()) for t in todo)
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+    ds = ds.map(_process_item, fn_kwargs={"recipe": recipe, "shards_dir": shards_dir}, num_cpus=1)
+    rows, audio_s, started = [], 0.0, time.time()
+    with tqdm(total=files, desc="ingest", unit="file", disable=not progress) as bar:
+        for item in ds.iter_rows():
+            track = json.loads(item["rows"])
+            rows.extend(track)
+            audio_s += max(r["duration"] for r in track)
+            elapsed = max(time.time() - started, 1e-6)
+            bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio, {audio_s / elapsed:.0f}x real time")
+            bar.update(len(track))
+    return rows
 
 
 def format_report(report: IngestReport) -> str:
     m = report.manifest
     ok = m[m.status == "ok"]
+    tracks = m.drop_duplicates(["corpus", "track_id", "role"])
+    ok_tracks = ok.drop_duplicates(["corpus", "track_id", "role"])
+    skipped = m[m.status == "skipped"].drop_duplicates(["corpus", "track_id", "role"])
     lines = [
-        f"ingested {len(ok)} of {len(m)} tracks ({int(ok.reused.sum())} unchanged, reused) "
-        f"in {report.seconds:.1f} s: {ok.duration.sum() / 3600:.3f} h of audio, "
-        f"{int(ok.excerpts.sum())} excerpts; dataset version {report.dataset_version}",
+        f"ingested {len(ok_tracks)} of {len(tracks)} tracks ({len(ok)} of {len(m)} files); "
+        f"{report.processed} files processed now, {len(m) - report.processed} unchanged; "
+        f"{len(report.failed)} failed, {len(skipped)} tracks skipped, {report.pruned} stale shards removed",
+        f"{ok_tracks.duration.sum() / 3600:.3f} h of audio, {int(ok_tracks.excerpts.sum())} excerpts, "
+        f"{report.seconds:.1f} s; dataset version {report.dataset_version}",
     ]
     for _, row in report.failed.iterrows():
-        lines.append(f"  skipped {row.path}: {row.error}")
+        if not row.error.startswith("not ingested:"):
+            lines.append(f"  failed  {row.path}: {row.error}")
+    for _, row in skipped.iterrows():
+        lines.append(f"  skipped {row.track_id} ({row.corpus}): {row.error}")
     return "\n".join(lines)

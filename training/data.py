@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
-from pipeline.ingest import read_manifest
+from pipeline.manifest import read_manifest, shards_in_use
 from pipeline.shards import SOURCE_COLUMNS, check_shard, decode
 
 STREAMS = ("paired", "mixture", "vocals", "accompaniment")
@@ -22,7 +22,7 @@ STREAMS = ("paired", "mixture", "vocals", "accompaniment")
 def stream_paths(cfg: Config) -> dict[str, list[str]]:
     """Shard files per stream, from the manifest (so stale files on disk are never read)."""
     manifest, _ = read_manifest(cfg.data.shards_dir)
-    ok = manifest[(manifest.status == "ok") & (manifest.excerpts > 0)]
+    ok = shards_in_use(manifest)
     paired = ok[ok.role == "paired"]
     out = {
         "paired": sorted(paired[paired.split == "train"].shard),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
-from pipeline.ingest import read_manifest
+from pipeline.manifest import read_manifest
 from pipeline.ray_session import ensure_ray
 from training.checkpoint import safe_load, save_model
 from training.data import ray_datasets, stream_paths
