@@ -62,3 +62,14 @@ class MetricLogger:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+
+
+def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str, summary: dict) -> None:
+    """Record the shard store as the run's training input: name, digest = dataset version, source."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(name="semisep-shards", digest=version, source_type="local", source=json.dumps({"uri": manifest_path}),
+                      profile=json.dumps(summary))
+    client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
-from pipeline.manifest import read_manifest
+from pipeline.manifest import MANIFEST, read_manifest
 from pipeline.ray_session import ensure_ray
 from training.checkpoint import safe_load, save_model
 from training.data import ray_datasets, stream_paths
-from training.tracking import git_commit, start_run
+from training.tracking import git_commit, log_dataset, start_run
 from training.worker import train_loop_per_worker
 
 
@@ -42,7 +42,7 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
 
     ensure_ray(cfg)
     paths = stream_paths(cfg)
-    _, version = read_manifest(cfg.data.shards_dir)
+    manifest, version = read_manifest(cfg.data.shards_dir)
     t = cfg.train
     if t.batch_size % t.num_workers:
         raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
@@ -51,6 +51,8 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
             "semisep.config_hash": cfg.hash(), "semisep.kind": kind,
             "semisep.transform_hash": cfg.transform.hash()}
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
+    log_dataset(cfg.tracking_uri, run_id, version, os.path.abspath(os.path.join(cfg.data.shards_dir, MANIFEST)),
+                {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
     storage = os.path.abspath(os.path.join(cfg.data.workdir, "ray_results"))
     # each run gets its own folder, so a second run of the same name never restores the first
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

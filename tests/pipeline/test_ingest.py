@@ -1,5 +1,6 @@
 """Ingestion with real Ray Data on a tiny generated corpus, bad files included."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -40,24 +41,42 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
 
     sf.write(vocals / "short.wav", np.full((1000, 2), 0.1, np.float32), 44100)
     sf.write(vocals / "silent.wav", np.zeros((44100 * 3, 2), np.float32), 44100)
-    missing = next((corpus / "paired" / "train").iterdir()) / "vocals.wav"
+    nan = np.full((44100 * 3, 2), 0.1, np.float32)
+    nan[5000] = np.nan
+    sf.write(vocals / "nan.wav", nan, 44100, subtype="FLOAT")
+    nan[5000] = np.inf
+    sf.write(vocals / "inf.wav", nan, 44100, subtype="FLOAT")
+    (vocals / "gone.wav").symlink_to(tmp_path / "nowhere.wav")  # unreadable: a dangling link
+    paired = sorted((corpus / "paired" / "train").iterdir())
+    missing = paired[0] / "vocals.wav"
     missing.unlink()
+    audio, sr = sf.read(paired[1] / "vocals.wav")
+    sf.write(paired[1] / "vocals.wav", audio[: len(audio) // 2], sr)  # stems of different lengths
+    valid = next((corpus / "target" / "valid").iterdir())
+    audio, sr = sf.read(valid / "accompaniment.wav")
+    sf.write(valid / "accompaniment.wav", audio[::2], sr // 2)  # stems at different rates
     cfg = tiny_config(tmp_path / "work", corpus)
     report = ingest(cfg, progress=False)
-    row = report.manifest[report.manifest.path == str(missing)]
-    assert list(row.error) == ["file not found"]
-    m = report.manifest.set_index(report.manifest.path.map(lambda p: p.rsplit("/", 1)[-1]))
-    reasons = {name: m.loc[name, "error"] for name in ("empty.wav", "notes.wav", "corrupt.wav", "cover.jpg", "short.wav", "silent.wav")}
-    assert "empty" in reasons["empty.wav"]
-    assert "cannot decode" in reasons["notes.wav"]
-    assert "cannot decode" in reasons["corrupt.wav"]
-    assert "unsupported extension" in reasons["cover.jpg"]
-    assert "too short" in reasons["short.wav"]
-    assert "silent" in reasons["silent.wav"]
-    ok = report.manifest[report.manifest.status == "ok"]
+    m = report.manifest
+    def reason(path):
+        (error,) = m[m.path == str(path)].error
+        return error
+    assert reason(missing) == "file not found"
+    assert "does not match" in reason(paired[1] / "vocals.wav")
+    assert "does not match" in reason(valid / "accompaniment.wav") and "22050 Hz" in reason(valid / "accompaniment.wav")
+    assert reason(paired[0] / "mixture.wav").startswith("not ingested: vocals.wav of this track")
+    expected = {"empty.wav": "empty", "notes.wav": "cannot decode", "corrupt.wav": "cannot decode",
+                "cover.jpg": "unsupported extension", "short.wav": "too short", "silent.wav": "silent",
+                "nan.wav": "NaN or infinite", "inf.wav": "NaN or infinite", "gone.wav": "not a regular file (broken link?)"}
+    for name, words in expected.items():
+        assert words in reason(vocals / name), (name, reason(vocals / name))
+    # nothing else is lost: every other file of the clean corpus is ingested, with the same shards
     clean = ingest(tiny_config(tmp_path / "clean", tiny_corpus), progress=False).manifest
-    # the paired track that lost its vocals: its 2 other files are reported as not ingested
-    assert len(ok) == len(report.manifest) - 6 - 3 == len(clean) - 3
+    bad_tracks = {paired[0].name, paired[1].name, valid.name}
+    kept = clean[~clean.track_id.map(lambda t: t.split("/")[1] in bad_tracks)]
+    ok = m[m.status == "ok"]
+    assert len(ok) == len(kept) == len(m) - len(expected) - 3 * 3
+    assert sorted(map(os.path.basename, ok.shard)) == sorted(map(os.path.basename, kept.shard))
 
 
 def test_second_run_reuses_every_shard(ingested):

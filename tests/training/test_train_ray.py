@@ -18,6 +18,8 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
         assert run.info.status == "FINISHED"
         assert run.data.params["train.n_critic"] == "2"
         assert run.data.tags["semisep.dataset_version"]
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]  # the run names the data it saw
+        assert dataset.digest == run.data.tags["semisep.dataset_version"] and dataset.name == "semisep-shards"
         history = client.get_metric_history(result.run_id, "val_loss")
         assert [m.step for m in history] == [2, 4]
         assert client.get_metric_history(result.run_id, "loss_s")
