@@ -252,7 +252,9 @@ def load_source(parts: list[dict], cache: dict | None = None) -> tuple[np.ndarra
     Parts must agree in rate and length; a channel part must exist in its file.
     """
     cache = {} if cache is None else cache
-    total, sr, first = None, 0, ""
+    if not parts:
+        raise SemisepError("a source needs at least one part")
+    arrays, sr, first = [], 0, parts[0]["path"]
     for p in parts:
         key = (p["path"], p.get("stream"))
         if key not in cache:
@@ -262,15 +264,16 @@ def load_source(parts: list[dict], cache: dict | None = None) -> tuple[np.ndarra
             if p["channel"] >= audio.shape[0]:
                 raise AudioError(p["path"], f"has {audio.shape[0]} channel(s); channel {p['channel']} was expected")
             audio = audio[p["channel"]:p["channel"] + 1]
-        if total is None:
-            total, sr, first = audio.copy(), sr_p, p["path"]
-            continue
-        if sr_p != sr or audio.shape[1] != total.shape[1]:
+        if arrays and (sr_p != sr or audio.shape[1] != arrays[0].shape[1]):
             raise AudioError(p["path"], f"stem does not match {Path(first).name}: {sr_p} Hz x {audio.shape[1]} "
-                                        f"samples vs {sr} Hz x {total.shape[1]}")
-        if audio.shape[0] != total.shape[0]:  # mono and stereo stems: sum them in mono
-            total, audio = total.mean(axis=0, keepdims=True), audio.mean(axis=0, keepdims=True)
-        total += audio
-    if total is None:
-        raise SemisepError("a source needs at least one part")
+                                        f"samples vs {sr} Hz x {arrays[0].shape[1]}")
+        arrays.append(audio)
+        sr = sr_p
+    if len(arrays) == 1:
+        return arrays[0], sr
+    if len({a.shape[0] for a in arrays}) > 1:  # mono and stereo stems: sum them in mono
+        arrays = [a.mean(axis=0, keepdims=True) for a in arrays]
+    total = np.array(arrays[0], np.float32)
+    for a in arrays[1:]:
+        total += a
     return total, sr

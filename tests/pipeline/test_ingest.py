@@ -104,3 +104,14 @@ def test_cli_ingest_prints_one_line_per_bad_file(tiny_corpus, tmp_path):
     assert len(lines) == 1 and "cannot decode" in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "ingested 6 of 7 tracks" in proc.stdout and "exit" not in proc.stderr
+
+
+def test_training_reader_refuses_shards_of_another_transform(ingested):
+    from pipeline.errors import SemisepError
+    from training.data import stream_paths
+
+    cfg, _ = ingested
+    other = type(cfg).from_dict(cfg.to_dict())
+    other.transform = type(cfg.transform)(**{**cfg.transform.to_dict(), "hop_length": 128})
+    with pytest.raises(SemisepError, match="hop_length: 256 there vs 128 here.*re-run"):
+        stream_paths(other)

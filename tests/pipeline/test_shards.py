@@ -34,3 +34,15 @@ def test_reader_refuses_other_transform_or_excerpt_size(tmp_path):
         check_shard(path, TransformConfig(n_fft=1024), 32)
     with pytest.raises(SemisepError, match="excerpts of 32 frames"):
         check_shard(path, cfg, 64)
+
+
+def test_reader_refuses_another_schema_version(tmp_path):
+    cfg = TransformConfig()
+    path = tmp_path / "p.parquet"
+    write_shard(path, {"track_id": "t", "corpus": "c", "split": "train", "role": "vocals"},
+                {"vocals": np.zeros((cfg.freq_bins, 40), np.float32)}, [0], cfg, 32)
+    table = pq.read_table(path)
+    meta = {**table.schema.metadata, b"semisep.schema_version": b"0"}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(SemisepError, match="shard schema version 0 differs from 1"):
+        check_shard(path, cfg, 32)
