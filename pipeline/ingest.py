@@ -32,10 +32,6 @@ from pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_loc
 from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
 from pipeline.spectrogram import TransformConfig, features, num_frames
 
-# Re-exported: training and tests read the manifest through this module too.
-__all__ = ["IngestReport", "ingest", "process_track", "read_manifest", "format_report"]
-
-
 @dataclass
 class IngestReport:
     manifest: pd.DataFrame
