@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig
 
@@ -87,6 +85,9 @@ class TrainConfig:
     """The loss L_s + alpha * L_u + beta * L_add and its optimisation.
 
     alpha = beta = 0 is the supervised baseline: no critic is built or stepped.
+    Validation, early stopping and a checkpoint every ``val_every`` steps and at the end.
+    precision: ``fp32`` or ``bf16`` (autocast on the GPU; fp32 on CPU). compile: torch.compile
+    the separator (the critics stay eager: the gradient penalty's double backward).
     """
 
     alpha: float = 0.001
@@ -104,6 +105,8 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    precision: str = "fp32"
+    compile: bool = False
 
     @property
     def semi_supervised(self) -> bool:
@@ -193,6 +196,8 @@ class Config:
             raise SemisepError(
                 f"transform.freq_bins={self.transform.freq_bins} must be a multiple of {unit}"
             )
+        if self.train.precision not in ("fp32", "bf16"):
+            raise SemisepError(f"train.precision={self.train.precision!r}: use 'fp32' or 'bf16'")
         if self.eval.protocol not in ("paper", "sigsep"):
             raise SemisepError(f"eval.protocol={self.eval.protocol!r}: use 'paper' or 'sigsep'")
         for corpus in self.data.corpora:
@@ -238,6 +243,8 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
 
     Relative corpus paths and the workdir are taken relative to the current directory.
     """
+    import yaml  # here, not at the top: the training step must import with torch + numpy alone
+
     raw: dict[str, Any] = {}
     if path:
         p = Path(path)

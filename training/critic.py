@@ -23,7 +23,8 @@ class Critic(nn.Module):
             blocks += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c_in, f, t = c, f // 2, t // 2
         self.features = nn.Sequential(*blocks)
-        self.score = nn.Linear(c_in * f * t, 1)
+        # no bias: it cancels in the Wasserstein estimate and the penalty, so it could only drift
+        self.score = nn.Linear(c_in * f * t, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x.unsqueeze(1))

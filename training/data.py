@@ -62,14 +62,17 @@ def ray_datasets(cfg: Config, paths: dict[str, list[str]]) -> dict:
         if not files or (stream in SOURCE_COLUMNS and not cfg.train.semi_supervised):
             continue
         cols = stream_columns(stream)
-        ds = ray.data.read_parquet(files, columns=cols)
+        ds = ray.data.read_parquet(files, columns=cols + ["track_id", "start_frame"])
         out[stream] = ds.map_batches(_decode_batch, fn_kwargs={"cols": cols, "f": f, "t": t, "dtype": dtype},
                                      batch_format="numpy")
     return out
 
 
 def _decode_batch(batch: dict[str, np.ndarray], cols: list[str], f: int, t: int, dtype: str) -> dict[str, np.ndarray]:
-    return {c: decode(list(batch[c]), f, t, dtype) for c in cols}
+    """Binary cells -> float32 (rows, F, T) per column, plus ``key`` (track#start) to sort rows by."""
+    out = {c: decode(list(batch[c]), f, t, dtype) for c in cols}
+    out["key"] = np.array([f"{tr}#{st:09d}" for tr, st in zip(batch["track_id"], batch["start_frame"])])
+    return out
 
 
 def endless(iterable_factory, stream: str) -> Iterator[dict[str, torch.Tensor]]:

@@ -30,10 +30,11 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float):
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_lambda: float,
+                eps: torch.Tensor | None = None):
     """WGAN-GP critic loss; returns (loss, wasserstein estimate, gradient penalty)."""
     wasserstein = critic(real).mean() - critic(fake).mean()
-    gp = gradient_penalty(critic, real, fake)
+    gp = gradient_penalty(critic, real, fake, eps)
     return -wasserstein + gp_lambda * gp, wasserstein.detach(), gp.detach()
 
 

@@ -5,7 +5,9 @@ convolutions with skip connections. The head predicts one sigmoid mask per sourc
 the mixture magnitude, so estimates are non-negative and bounded by the mixture; the masks are
 independent (not a softmax), so the additivity loss L_add still has something to say.
 GroupNorm rather than BatchNorm keeps every sample independent of its batch, which the
-gradient penalty and exact data-parallel equivalence rely on.
+gradient penalty and exact data-parallel equivalence rely on. Convolutions before a GroupNorm
+have no bias: the norm removes it, so its gradient is rounding noise that Adam would turn into
+full-size steps.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         c_in = 1
         for c in chans:
-            self.down.append(nn.Sequential(nn.Conv2d(c_in, c, 5, stride=2, padding=2), _norm(c), nn.LeakyReLU(0.2)))
+            self.down.append(nn.Sequential(nn.Conv2d(c_in, c, 5, stride=2, padding=2, bias=False), _norm(c), nn.LeakyReLU(0.2)))
             c_in = c
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
             c_out = chans[i - 1] if i > 0 else base_channels
             c_cat = chans[i] * (2 if i < depth - 1 else 1)
-            layers = [nn.ConvTranspose2d(c_cat, c_out, 5, stride=2, padding=2, output_padding=1), _norm(c_out), nn.ReLU()]
+            layers = [nn.ConvTranspose2d(c_cat, c_out, 5, stride=2, padding=2, output_padding=1, bias=False),
+                      _norm(c_out), nn.ReLU()]
             if dropout and i >= depth - 2:
                 layers.append(nn.Dropout2d(dropout))
             self.up.append(nn.Sequential(*layers))

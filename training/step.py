@@ -31,6 +31,11 @@ class Models:
     opt_separator: torch.optim.Optimizer
     critics: dict[str, Critic] = field(default_factory=dict)
     opt_critics: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # torch.compile(separator)
+
+    def separate(self, mixture: torch.Tensor) -> torch.Tensor:
+        """(batch, F, T) log-magnitudes -> (batch, 2, F, T) estimates, compiled when asked for."""
+        return (self.compiled or self.separator)(mixture)
 
     def state_dict(self) -> dict:
         return {
@@ -63,7 +68,14 @@ def build_models(cfg: Config, device: torch.device | str = "cpu") -> Models:
                             cfg.model.critic_channels, cfg.model.critic_layers).to(device)
             models.critics[source] = critic
             models.opt_critics[source] = torch.optim.Adam(critic.parameters(), lr=cfg.train.critic_lr, betas=(0.5, 0.9))
+    if cfg.train.compile:
+        models.compiled = torch.compile(sep)
     return models
+
+
+def autocast(x: torch.Tensor, precision: str):
+    """bf16 autocast on CUDA when asked for; plain fp32 otherwise (CPU bf16 is slower, not faster)."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and x.device.type == "cuda")
 
 
 def sync_gradients(module: torch.nn.Module) -> None:
@@ -92,15 +104,21 @@ def broadcast_parameters(models: Models) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
-def critic_update(models: Models, unpaired: Batch, gp_lambda: float) -> dict[str, float]:
-    """One update of both critics. unpaired: mixture, vocals, accompaniment (batch, F, T) each."""
-    with torch.no_grad():
-        fake = models.separator(unpaired["mixture"])
+def critic_update(models: Models, unpaired: Batch, gp_lambda: float, precision: str = "fp32",
+                  eps: torch.Tensor | None = None) -> dict[str, float]:
+    """One update of both critics. unpaired: mixture, vocals, accompaniment (batch, F, T) each.
+
+    eps: (batch, 1, 1) interpolation weights of the gradient penalty; drawn per sample if None.
+    """
+    mixture = unpaired["mixture"]
+    with torch.no_grad(), autocast(mixture, precision):
+        fake = models.separate(mixture).float()
     out = {}
     for i, source in enumerate(SOURCES):
         critic, opt = models.critics[source], models.opt_critics[source]
         opt.zero_grad(set_to_none=True)
-        loss, w, gp = critic_loss(critic, unpaired[source], fake[:, i], gp_lambda)
+        with autocast(mixture, precision):
+            loss, w, gp = critic_loss(critic, unpaired[source], fake[:, i], gp_lambda, eps)
         loss.backward()
         sync_gradients(critic)
         opt.step()
@@ -111,23 +129,24 @@ def critic_update(models: Models, unpaired: Batch, gp_lambda: float) -> dict[str
 
 
 def separator_update(models: Models, paired: Batch, unpaired: Batch | None,
-                     alpha: float, beta: float) -> dict[str, float]:
+                     alpha: float, beta: float, precision: str = "fp32") -> dict[str, float]:
     """One separator update on L_s + alpha * L_u + beta * L_add."""
     opt = models.opt_separator
     opt.zero_grad(set_to_none=True)
-    l_s = supervised_loss(models.separator(paired["mixture"]), paired["vocals"], paired["accompaniment"])
-    loss = l_s
-    out = {"loss_s": l_s.item()}
-    if unpaired is not None and (alpha > 0 or beta > 0):
-        est = models.separator(unpaired["mixture"])
-        if alpha > 0:
-            l_u = sum(adversarial_loss(models.critics[s], est[:, i]) for i, s in enumerate(SOURCES))
-            loss = loss + alpha * l_u
-            out["loss_u"] = l_u.item()
-        if beta > 0:
-            l_add = additivity_loss(unpaired["mixture"], est)
-            loss = loss + beta * l_add
-            out["loss_add"] = l_add.item()
+    with autocast(paired["mixture"], precision):
+        l_s = supervised_loss(models.separate(paired["mixture"]).float(), paired["vocals"], paired["accompaniment"])
+        loss = l_s
+        out = {"loss_s": l_s.item()}
+        if unpaired is not None and (alpha > 0 or beta > 0):
+            est = models.separate(unpaired["mixture"]).float()
+            if alpha > 0:
+                l_u = sum(adversarial_loss(models.critics[s], est[:, i]) for i, s in enumerate(SOURCES))
+                loss = loss + alpha * l_u
+                out["loss_u"] = l_u.item()
+            if beta > 0:
+                l_add = additivity_loss(unpaired["mixture"], est)
+                loss = loss + beta * l_add
+                out["loss_add"] = l_add.item()
     loss.backward()
     sync_gradients(models.separator)
     for critic in models.critics.values():
@@ -144,19 +163,27 @@ def train_step(models: Models, next_paired: Callable[[], Batch],
     metrics: dict[str, float] = {}
     if models.critics:
         for _ in range(t.n_critic):
-            metrics.update(critic_update(models, next_unpaired(), t.gp_lambda))
+            metrics.update(critic_update(models, next_unpaired(), t.gp_lambda, t.precision))
     unpaired = next_unpaired() if (t.semi_supervised and next_unpaired is not None) else None
-    metrics.update(separator_update(models, next_paired(), unpaired, t.alpha, t.beta))
+    metrics.update(separator_update(models, next_paired(), unpaired, t.alpha, t.beta, t.precision))
     return metrics
 
 
-def batches_from_arrays(arrays: dict[str, torch.Tensor], batch_size: int,
-                        generator: torch.Generator) -> Iterator[Batch]:
-    """Endless shuffled batches from in-memory arrays (name -> (rows, F, T)); no Ray needed."""
+def batches_from_arrays(arrays: dict[str, torch.Tensor], batch_size: int, seed: int,
+                        start: int = 0) -> Iterator[Batch]:
+    """Endless shuffled batches from in-memory arrays (name -> (rows, F, T)); no Ray needed.
+
+    Batch k depends only on (seed, k): epoch k // per_epoch is a permutation seeded by
+    (seed, epoch). ``start`` resumes a stream exactly where a checkpoint left it.
+    """
     n = next(iter(arrays.values())).shape[0]
     assert n >= batch_size, f"{n} rows cannot fill a batch of {batch_size}"
+    per_epoch = n // batch_size
+    k, epoch, order = start, -1, None
     while True:
-        order = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1, batch_size):
-            idx = order[i:i + batch_size]
-            yield {k: v[idx] for k, v in arrays.items()}
+        e, i = divmod(k, per_epoch)
+        if e != epoch:
+            epoch, order = e, torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        yield {name: v[idx] for name, v in arrays.items()}
+        k += 1

@@ -18,6 +18,7 @@ import torch
 from pipeline.config import Config
 from training.checkpoint import safe_load
 from training.step import Models, batches_from_arrays, broadcast_parameters, build_models, train_step
+from training.spectrogram_plot import validation_figure
 from training.tracking import MetricLogger
 
 
@@ -43,30 +44,33 @@ def validate(separator, valid: dict[str, torch.Tensor], batch_size: int) -> dict
 
 
 def _to_tensors(batch: dict, device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items() if k != "key"}
 
 
 class StreamFeeder:
     """Endless batches from a worker's Ray Data shard, counting time spent waiting for data.
 
-    in_memory: read the shard once and draw reshuffled batches from memory (float16 kept,
-    float32 handed out); otherwise stream it from Parquet again every epoch.
+    in_memory: read the shard once, sort its rows (so the order does not depend on how Ray read
+    the files) and draw batches that depend only on (seed, position): a checkpoint stores
+    ``position`` and a resumed run continues the same sequence. Otherwise stream the shard from
+    Parquet every epoch through a local shuffle buffer (not reproducible on resume).
     """
 
-    def __init__(self, shard, batch_size: int, shuffle_buffer: int, seed: int, device, in_memory: bool):
+    def __init__(self, shard, batch_size: int, shuffle_buffer: int, seed: int, device, in_memory: bool,
+                 start: int = 0):
         self.shard, self.batch_size, self.buffer, self.seed, self.device = shard, batch_size, shuffle_buffer, seed, device
         self.wait = 0.0
-        self._it = self._from_memory() if in_memory else self._streamed()
+        self.position = start
+        self._it = self._from_memory(start) if in_memory else self._streamed()
 
-    def _from_memory(self):
-        arrays = {k: torch.from_numpy(v.astype(np.float16)) for k, v in _read_all(self.shard).items()}
+    def _from_memory(self, start: int):
+        arrays = {k: torch.from_numpy(v.astype(np.float16)) for k, v in _read_all(self.shard).items() if k != "key"}
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
         if rows < self.batch_size:
             from pipeline.errors import SemisepError
 
             raise SemisepError(f"a training stream has {rows} rows on this worker, fewer than its batch of {self.batch_size}")
-        generator = torch.Generator().manual_seed(self.seed)
-        for batch in batches_from_arrays(arrays, self.batch_size, generator):
+        for batch in batches_from_arrays(arrays, self.batch_size, self.seed, start):
             yield {k: v.float() for k, v in batch.items()}
 
     def _streamed(self):
@@ -88,6 +92,7 @@ class StreamFeeder:
         t = time.perf_counter()
         batch = next(self._it)
         self.wait += time.perf_counter() - t
+        self.position += 1
         return _to_tensors(batch, self.device)
 
 
@@ -106,22 +111,57 @@ class UnpairedFeeder:
 
 
 def _read_all(shard) -> dict[str, np.ndarray]:
-    """Every row of a worker's dataset shard, column -> (rows, F, T); empty dict if it has none."""
+    """Every row of a worker's dataset shard sorted by ``key``, column -> (rows, F, T); {} if none."""
     parts = list(shard.iter_batches(batch_size=1024, batch_format="numpy"))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    if not parts:
+        return {}
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if "key" in out:
+        order = np.argsort(out["key"], kind="stable")
+        out = {k: v[order] for k, v in out.items()}
+    return out
 
 
 def _load_valid(shard, device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device) for k, v in _read_all(shard).items()}
+    return {k: torch.from_numpy(v).to(device) for k, v in _read_all(shard).items() if k != "key"}
 
 
-def save_training_state(directory: str, models: Models, step: int, best: dict, cfg: Config) -> None:
-    torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"],
-                "torch_rng": torch.get_rng_state()}, os.path.join(directory, "state.pt"))
+def save_training_state(directory: str, models: Models, step: int, best: dict, cfg: Config,
+                        positions: dict[str, int]) -> None:
+    """Models, optimisers, best separator, step and stream positions: all a resume needs."""
+    torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"]},
+               os.path.join(directory, "state.pt"))
     meta = {"step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
-            "bad_evals": best["bad_evals"], "config": cfg.to_dict()}
+            "bad_evals": best["bad_evals"], "positions": positions, "config": cfg.to_dict(),
+            "transform": cfg.transform.to_dict()}
     with open(os.path.join(directory, "meta.json"), "w") as fh:
         json.dump(meta, fh, indent=2)
+
+
+def _reseed(seed: int, rank: int, step: int) -> None:
+    """Random draws after ``step`` (gradient-penalty interpolation) depend on (seed, rank, step)
+    only, so a run resumed from a checkpoint at ``step`` draws exactly what a straight run does."""
+    torch.manual_seed((seed * 1_000_003 + rank) * 1_000_003 + step)
+
+
+def _restore(loop_config: dict, models: Models) -> tuple[int, dict, dict[str, int]]:
+    """Step, best-so-far and stream positions from Ray's checkpoint (after a worker failure) or
+    from the one ``--resume`` asked for; a fresh start when there is neither."""
+    import ray.train
+
+    best = {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint is None:
+        return 0, best, {}
+    with checkpoint.as_directory() as d:
+        state = safe_load(os.path.join(d, "state.pt"))
+        meta = json.load(open(os.path.join(d, "meta.json")))
+    models.load_state_dict(state["models"])
+    best = {"val_loss": meta["best_val_loss"], "step": meta["best_step"], "bad_evals": meta["bad_evals"],
+            "state": state["best_separator"]}
+    return meta["step"], best, meta.get("positions", {})
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -135,35 +175,30 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.set_num_threads(max(1, loop_config.get("threads", 1)))
     torch.manual_seed(t.seed)
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     models = build_models(cfg, device)
     broadcast_parameters(models)
-
-    step, best = 0, {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
-    # Ray's own checkpoint (after a worker failure) wins over the one asked for with --resume
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = safe_load(os.path.join(d, "state.pt"))
-            meta = json.load(open(os.path.join(d, "meta.json")))
-        models.load_state_dict(state["models"])
-        torch.set_rng_state(state["torch_rng"])
-        step = meta["step"]
-        best = {"val_loss": meta["best_val_loss"], "step": meta["best_step"], "bad_evals": meta["bad_evals"],
-                "state": state["best_separator"]}
+    step, best, positions = _restore(loop_config, models)
+    _reseed(t.seed, rank, step)
 
     per_worker = t.batch_size // world
     seed = t.seed * 1000 + rank
-    paired = StreamFeeder(ray.train.get_dataset_shard("paired"), per_worker, cfg.data.shuffle_buffer, seed, device,
-                          cfg.data.in_memory)
+
+    def feeder(stream: str, offset: int) -> StreamFeeder:
+        return StreamFeeder(ray.train.get_dataset_shard(stream), per_worker, cfg.data.shuffle_buffer, seed + offset,
+                            device, cfg.data.in_memory, positions.get(stream, 0))
+
+    feeders = {"paired": feeder("paired", 0)}
     unpaired = None
     if t.semi_supervised:
-        unpaired = UnpairedFeeder({r: StreamFeeder(ray.train.get_dataset_shard(r), per_worker, cfg.data.shuffle_buffer,
-                                                   seed + 7 * (i + 1), device, cfg.data.in_memory)
-                                   for i, r in enumerate(("mixture", "vocals", "accompaniment"))})
+        feeders.update({r: feeder(r, 7 * (i + 1)) for i, r in enumerate(("mixture", "vocals", "accompaniment"))})
+        unpaired = UnpairedFeeder({r: feeders[r] for r in ("mixture", "vocals", "accompaniment")})
+    paired = feeders["paired"]
     valid = _load_valid(ray.train.get_dataset_shard("valid"), device)
     logger = MetricLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 and loop_config.get("run_id") else None
+    if logger and step:
+        logger.log({"resumed_at_step": step}, step)
 
     window_start, window_steps = time.perf_counter(), 0
     wait_start = 0.0
@@ -176,7 +211,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if step % t.val_every and step != t.max_steps:
             continue
         elapsed = time.perf_counter() - window_start
-        waited = paired.wait + (unpaired.wait if unpaired else 0.0)
+        waited = sum(f.wait for f in feeders.values())
         val = validate(models.separator, valid, per_worker)
         improved = val["val_loss"] < best["val_loss"]
         if improved:
@@ -188,14 +223,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
                   "steps_per_s": window_steps / elapsed, "data_wait_share": (waited - wait_start) / elapsed,
                   "early_stopped": float(stop)}
-        window_start, window_steps, wait_start = time.perf_counter(), 0, waited
         if logger:
             logger.log({k: v for k, v in report.items() if k != "step"}, step)
+            logger.log_figure(validation_figure(models.separator, valid, step), f"validation/step_{step:07d}.png")
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_training_state(tmp, models, step, best, cfg)
+                save_training_state(tmp, models, step, best, cfg, {k: f.position for k, f in feeders.items()})
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{step:07d}")
+        _reseed(t.seed, rank, step)
+        window_start, window_steps, wait_start = time.perf_counter(), 0, waited
         if stop:
             break

@@ -38,7 +38,7 @@ def test_semi_supervised_step_updates_critics_and_adds_terms():
     cfg = load_config(None, SMALL + ["train.n_critic=3"])
     models = build_models(cfg)
     before = {k: [p.clone() for p in c.parameters()] for k, c in models.critics.items()}
-    it = batches_from_arrays(_data(), 4, torch.Generator().manual_seed(0))
+    it = batches_from_arrays(_data(), 4, seed=0)
     metrics = train_step(models, lambda: next(it), lambda: next(it), cfg)
     assert {"loss_u", "loss_add", "wasserstein_vocals", "gradient_penalty_accompaniment"} <= set(metrics)
     expected = metrics["loss_s"] + cfg.train.alpha * metrics["loss_u"] + cfg.train.beta * metrics["loss_add"]

@@ -1,0 +1,182 @@
+"""Data parallel training is the same maths as one worker; resume and worker failure lose nothing.
+
+All with real Ray Train (gloo on CPU) and a real MLflow SQLite store.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+import torch
+
+from pipeline.config import Config, load_config
+
+pytestmark = pytest.mark.slow
+
+TOLERANCE = 1e-5  # parameters after 3 steps of Adam at lr 1e-3 (each step moves them by up to ~1e-3)
+
+
+def _equivalence_loop(config: dict) -> None:
+    """k semi-supervised steps on a fixed global batch sequence, each worker taking its slice."""
+    import ray.train
+
+    from training.step import broadcast_parameters, build_models, critic_update, separator_update
+
+    cfg = Config.from_dict(config["cfg"])
+    t = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)  # different init on each rank: broadcast must make them equal
+    models = build_models(cfg)
+    broadcast_parameters(models)
+    per = t.batch_size // world
+    mine = slice(rank * per, (rank + 1) * per)
+    g = torch.Generator().manual_seed(123)
+    shape = (t.batch_size, cfg.transform.freq_bins, cfg.data.excerpt_frames)
+
+    def batch(names):
+        return {n: torch.rand(shape, generator=g) * 3 for n in names}
+
+    roles = ("mixture", "vocals", "accompaniment")
+    for _ in range(config["steps"]):
+        for _ in range(t.n_critic):
+            unpaired, eps = batch(roles), torch.rand(t.batch_size, 1, 1, generator=g)
+            critic_update(models, {k: v[mine] for k, v in unpaired.items()}, t.gp_lambda, eps=eps[mine])
+        paired, unpaired = batch(roles), batch(roles)
+        separator_update(models, {k: v[mine] for k, v in paired.items()}, {k: v[mine] for k, v in unpaired.items()},
+                         t.alpha, t.beta)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            torch.save(models.state_dict(), os.path.join(tmp, "models.pt"))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"done": 1}, checkpoint=checkpoint)
+
+
+def _run_equivalence(cfg: Config, workers: int, storage: str) -> dict:
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    trainer = TorchTrainer(_equivalence_loop, train_loop_config={"cfg": cfg.to_dict(), "steps": 3},
+                           scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False),
+                           run_config=ray.train.RunConfig(name=f"equivalence-{workers}", storage_path=storage))
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        return torch.load(os.path.join(d, "models.pt"), weights_only=True)
+
+
+def _flat(state: dict) -> dict[str, torch.Tensor]:
+    """Parameters of separator and critics by name (optimiser state left out)."""
+    out = {f"separator.{k}": v for k, v in state["separator"].items()}
+    for name, critic in state["critics"].items():
+        out.update({f"critic_{name}.{k}": v for k, v in critic.items()})
+    return out
+
+
+def test_two_gloo_workers_equal_one_worker_on_the_same_global_batch(ray_session, tmp_path):
+    cfg = load_config(None, ["data.excerpt_frames=32", "model.depth=2", "model.base_channels=4",
+                             "model.critic_channels=4", "model.critic_layers=3", "train.batch_size=4",
+                             "train.n_critic=2", "train.lr=0.001", "train.critic_lr=0.001",
+                             "train.alpha=0.1", "train.beta=0.1"])
+    one = _flat(_run_equivalence(cfg, 1, str(tmp_path)))
+    two = _flat(_run_equivalence(cfg, 2, str(tmp_path)))
+    torch.manual_seed(0)
+    from training.step import build_models
+
+    init = _flat(build_models(cfg).state_dict())
+    assert one.keys() == two.keys() and any(k.startswith("critic_vocals") for k in one)
+    diffs = {k: (one[k] - two[k]).abs().max().item() for k in one}
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] < TOLERANCE, (worst, diffs[worst])
+    # and the runs did move the weights, far more than the tolerance
+    moved = max((one[k] - init[k]).abs().max().item() for k in one if k in init and one[k].is_floating_point())
+    assert moved > 100 * TOLERANCE, moved
+
+
+def _history(client, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def test_resume_gives_the_losses_of_a_straight_run(ingested):
+    from mlflow import MlflowClient
+
+    from training.train import train
+
+    cfg, _ = ingested
+    cfg = type(cfg).from_dict(cfg.to_dict())
+    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 4, 2, 1, 10
+    straight = train(cfg, "straight")
+    cfg.train.max_steps = 2
+    train(cfg, "halves")
+    cfg.train.max_steps = 4
+    resumed = train(cfg, "halves", resume=True)
+    assert straight.steps == resumed.steps == 4
+    client = MlflowClient(cfg.tracking_uri)
+    for key in ("loss_s", "loss_u", "loss_add", "critic_loss_vocals", "gradient_penalty_accompaniment"):
+        want = _history(client, straight.run_id, key)
+        got = _history(client, resumed.run_id, key)
+        assert sorted(got) == [3, 4], (key, got)
+        for step in (3, 4):
+            assert got[step] == pytest.approx(want[step], rel=1e-5, abs=1e-7), (key, step)
+    assert _history(client, resumed.run_id, "resumed_at_step") == {2: 2.0}
+
+
+def _train_worker_pids() -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
+    from mlflow import MlflowClient
+
+    from training.train import train
+
+    cfg, _ = ingested
+    cfg = type(cfg).from_dict(cfg.to_dict())
+    cfg.train.alpha = cfg.train.beta = 0.0
+    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 400, 10, 10, 1000
+    storage = os.path.join(cfg.data.workdir, "ray_results")
+    killed = []
+
+    def registered_step() -> int:
+        """Step of the latest checkpoint Ray Train has registered (its manager's snapshot file)."""
+        for path in glob.glob(os.path.join(storage, "killable-*", "checkpoint_manager_snapshot.json")):
+            latest = json.load(open(path)).get("latest_checkpoint_result") or {}
+            name = latest.get("checkpoint_dir_name") or ""
+            if name.startswith("step_"):
+                return int(name[5:])
+        return 0
+
+    def kill_after_a_registered_checkpoint():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if registered_step() and _train_worker_pids():
+                killed.append((_train_worker_pids()[0], registered_step()))
+                os.kill(killed[0][0], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_after_a_registered_checkpoint, daemon=True)
+    killer.start()
+    result = train(cfg, "killable")
+    killer.join()
+    assert killed, "no training worker was found to kill"
+    assert result.steps == 400
+    client = MlflowClient(cfg.tracking_uri)
+    resumed = _history(client, result.run_id, "resumed_at_step")
+    # continued from the checkpoint registered before the kill (or a later one), not from zero
+    assert len(resumed) == 1 and killed[0][1] <= min(resumed.values()) < 400, (resumed, killed)
+    assert max(_history(client, result.run_id, "val_loss")) == 400
