@@ -35,7 +35,7 @@ class Models:
 
     def separate(self, mixture: torch.Tensor) -> torch.Tensor:
         """(batch, F, T) log-magnitudes -> (batch, 2, F, T) estimates, compiled when asked for."""
-        return (self.compiled or self.separator)(mixture)
+        return (self.compiled if self.compiled is not None else self.separator)(mixture)
 
     def state_dict(self) -> dict:
         return {
