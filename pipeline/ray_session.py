@@ -20,6 +20,10 @@ def ensure_ray(cfg: Config) -> None:
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
+        # Ray's own workers and actors log at ERROR and above only: without the dashboard (not
+        # installed), Ray Train's placement-group cleaner warns every second that the state API is
+        # unavailable, which buried every line semisep prints. Errors and tracebacks still show.
+        logging_config=ray.LoggingConfig(log_level="ERROR"),
     )
     if not cfg.ray.address:
         kwargs["num_cpus"] = cfg.ray.num_cpus or os.cpu_count()

@@ -48,3 +48,20 @@ def test_resume_continues_from_the_latest_checkpoint(ingested):
 
     history = MlflowClient(cfg.tracking_uri).get_metric_history(resumed.run_id, "val_loss")
     assert [m.step for m in history] == [4]  # steps 1-2 were not trained again
+
+
+def test_early_stopping_keeps_the_best_checkpoint(ingested):
+    from mlflow import MlflowClient
+
+    from training.train import train
+
+    cfg, _ = ingested
+    cfg = type(cfg).from_dict(cfg.to_dict())
+    cfg.train.alpha = cfg.train.beta = 0.0
+    # lr 0: the validation loss never improves after the first validation
+    cfg.train.lr, cfg.train.max_steps, cfg.train.val_every, cfg.train.patience = 0.0, 20, 1, 2
+    result = train(cfg, "stops-early")
+    assert result.early_stopped and result.steps == 3 and result.best_step == 1
+    client = MlflowClient(cfg.tracking_uri)
+    assert {m.step: m.value for m in client.get_metric_history(result.run_id, "early_stopped")} == {1: 0.0, 2: 0.0, 3: 1.0}
+    assert client.get_run(result.run_id).data.tags["semisep.best_step"] == "1"
