@@ -105,10 +105,6 @@ class UnpairedFeeder:
     def __call__(self) -> dict[str, torch.Tensor]:
         return {role: f()[role] for role, f in self.feeders.items()}
 
-    @property
-    def wait(self) -> float:
-        return sum(f.wait for f in self.feeders.values())
-
 
 def _read_all(shard) -> dict[str, np.ndarray]:
     """Every row of a worker's dataset shard sorted by ``key``, column -> (rows, F, T); {} if none."""
