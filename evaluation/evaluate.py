@@ -2,9 +2,9 @@
 
 Protocols: ``paper`` scores mono audio at the model's rate (8192 Hz), as Stoller et al. did;
 ``sigsep`` scores at the original rate and channel count, as SiSEC/MUSDB18 do.
-Two references bound every table: ``oracle_irm`` (the ideal ratio mask at the model's STFT,
-an upper bound for any mask the model can produce) and ``mixture`` (the mixture as both
-estimates, a lower bound).
+Three references frame every table: ``oracle_irm`` (the ideal ratio mask at the model's STFT,
+an upper bound for any mask the model can produce), ``mixture`` (the mixture as both estimates,
+a lower bound) and ``repet_sim`` (a classical non-learned separator, see evaluation/repet.py).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pipeline.config import Config
 from pipeline.corpora import TrackSpec, load_source, scan_corpus
 from pipeline.errors import AudioError, SemisepError
 from evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
-from evaluation.separate import separate
+from evaluation.repet import repet_sim
+from evaluation.separate import full_rate_stft_config, separate
 from training.checkpoint import load_model
 
-REFERENCES = ("oracle_irm", "mixture")
+REFERENCES = ("oracle_irm", "mixture", "repet_sim")
 
 
 @dataclass
@@ -67,7 +68,6 @@ def oracle_irm(track: dict[str, np.ndarray], sr: int, transform) -> dict[str, np
     """Ideal ratio mask |V| / (|V| + |A|) at the model's STFT settings (scaled to ``sr``)."""
     import torch
 
-    from evaluation.separate import full_rate_stft_config
     from pipeline.spectrogram import istft, stft
 
     full = full_rate_stft_config(transform, sr)
@@ -101,6 +101,9 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
                 est = separate(model, transform, track["mixture"], sr)
             elif method == "oracle_irm":
                 est = oracle_irm(track, sr, cfg.transform)
+            elif method == "repet_sim":
+                full = full_rate_stft_config(cfg.transform, sr)
+                est = repet_sim(track["mixture"], sr, full.n_fft, full.hop_length)
             else:
                 est = {t: track["mixture"] for t in TARGETS}
             store = score_track(name, refs, est, sr, cfg.eval.win_seconds)

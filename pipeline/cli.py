@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="audio files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--model", required=True, help="model folder written by `semisep train`")
+    p.add_argument("--device", default=None,
+                   help="where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     p.add_argument("--mask-power", type=float, default=1.0,
                    help="soft-mask exponent p in V^p/(V^p+A^p): 1 ratio mask (default), 2 Wiener-like, larger is harder")
     return parser
@@ -161,31 +163,38 @@ def cmd_separate(args) -> int:
     from evaluation.separate import separate
     from training.checkpoint import load_model
 
+    import torch
+    from tqdm import tqdm
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, transform, _ = load_model(args.model)
     files = []
     for item in args.inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS)
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith("."))
         else:
             files.append(p)
     failed = 0
-    for path in files:
+    bar = tqdm(files, desc="songs", unit="song", disable=len(files) < 2)
+    for path in bar:
+        is_stem = path.name.endswith(".stem.mp4")
         try:
-            audio, sr = load_audio(path)
-            estimates = separate(model, transform, audio, sr, power=args.mask_power)
+            # a MUSDB18 .stem.mp4 holds the mixture as its first stream
+            audio, sr = load_audio(path, stream=0 if is_stem else None)
+            estimates = separate(model, transform, audio, sr, power=args.mask_power, device=device, progress=True)
         except AudioError as exc:
-            print(f"semisep: error: {exc.path}: {exc.reason}", file=sys.stderr)
+            bar.write(f"semisep: error: {exc.path}: {exc.reason}", file=sys.stderr)
             failed += 1
             continue
         except SemisepError as exc:
-            print(f"semisep: error: {path}: {exc}", file=sys.stderr)
+            bar.write(f"semisep: error: {path}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        name = path.name[: -len(".stem.mp4")] if path.name.endswith(".stem.mp4") else path.stem
+        name = path.name[: -len(".stem.mp4")] if is_stem else path.stem
         for target, signal in estimates.items():
             save_audio(Path(args.out) / name / f"{target}.wav", signal, sr)
-        print(f"{path} -> {Path(args.out) / name}/{{vocals,accompaniment}}.wav")
+        bar.write(f"{path} -> {Path(args.out) / name}/{{vocals,accompaniment}}.wav")
     return EXIT_ERROR if failed else 0
 
 

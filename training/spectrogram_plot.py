@@ -25,7 +25,8 @@ def validation_figure(separator, valid: dict[str, torch.Tensor], step: int, inde
     vmax = float(max(p[1].max() for p in panels))
     fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
     for row, (name, truth, estimate) in enumerate(panels):
-        for col, (label, img) in enumerate((("truth", truth), ("estimate", estimate))):
+        labels = ("input", None) if name == "mixture" else ("truth", "estimate")
+        for col, (label, img) in enumerate(zip(labels, (truth, estimate))):
             ax = axes[row, col]
             if img is None:
                 ax.axis("off")
