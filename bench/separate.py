@@ -87,12 +87,14 @@ def main() -> None:
     long_song = work / "song-10min.wav"
     if not long_song.exists():
         audio, sr = load_audio(short)
+        n = sr * 600
         with sf.SoundFile(long_song, "w", sr, audio.shape[0], subtype="PCM_16") as fh:
-            for _ in range(4):
-                fh.write(audio.T)
+            while n > 0:  # the 3-minute song repeated to exactly 10 minutes
+                fh.write(audio.T[:n])
+                n -= audio.shape[1]
     code = ("import resource, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
             "print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    long_seconds = min(sf.info(long_song).duration, 600.0)
+    long_seconds = sf.info(long_song).duration
     proc = subprocess.run([sys.executable, "-c", code, "separate", str(long_song), "-o", str(work / "out"),
                            "--model", str(model_dir), "--device", args.device], capture_output=True, text=True)
     peak_mib = int(proc.stdout.split("peak_kib")[-1]) / 1024 if proc.returncode == 0 else float("nan")

@@ -21,7 +21,7 @@ from pipeline.spectrogram import TransformConfig, features, istft, stft
 
 @torch.no_grad()
 def model_masks(model, mono: np.ndarray, transform: TransformConfig, power: float = 1.0,
-                chunk_frames: int = 2048, context: int = 128, device: str = "cpu",
+                chunk_frames: int = 1024, context: int = 128, device: str = "cpu",
                 progress: bool = False) -> np.ndarray:
     """Vocal soft mask (freq_bins, frames) for mono audio at transform.sample_rate.
 
