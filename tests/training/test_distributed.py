@@ -133,10 +133,17 @@ def test_resume_gives_the_losses_of_a_straight_run(ingested):
 
 
 def _train_worker_pids() -> list[int]:
+    """Ray Train workers of this test's own local Ray (descendants of this process), never another's."""
     import psutil
 
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if any("RayTrainWorker" in part for part in (p.info["cmdline"] or []))]
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in p.cmdline()):
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out
 
 
 def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
