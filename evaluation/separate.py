@@ -5,8 +5,16 @@ accompaniment magnitudes give a soft mask ``M = V^p / (V^p + A^p)`` on the model
 The mask is carried to an STFT of each input channel at the input rate whose frames last as
 long and whose bins are as wide as the model's (n_fft and hop scaled by rate), interpolated in
 time and frequency. Above the model's band (4 kHz at 8192 Hz) there is no estimate, so each
-frame uses the mean mask of the model's top octave there. Vocals are the masked STFT inverted;
-accompaniment is the input minus vocals, so the two always add up to the input.
+frame uses the mean mask of the model's top octave there. Post-filters: ``softmask`` inverts
+the masked STFT; ``wiener`` starts from the soft-mask estimates of every channel and runs
+norbert's multichannel Wiener filter (EM over the sources' spatial covariances, as
+Open-Unmix does). Either way accompaniment is the input minus vocals, so the two always add up
+to the input.
+
+The full-rate stage runs on segments of ``segment_seconds`` (30 s) that overlap by two FFT
+windows and are cross-faded with complementary linear ramps, so memory does not grow with
+the song beyond the decoded input, and finished blocks go to a sink (a file writer, or arrays).
+Segments start on the STFT's hop grid, so the soft-mask result equals the unsegmented one.
 """
 
 from __future__ import annotations
@@ -19,11 +27,10 @@ from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig, features, istft, stft
 
 
-@torch.no_grad()
-def model_masks(model, mono: np.ndarray, transform: TransformConfig, power: float = 1.0,
-                chunk_frames: int = 1024, context: int = 128, device: str = "cpu",
-                progress: bool = False) -> np.ndarray:
-    """Vocal soft mask (freq_bins, frames) for mono audio at transform.sample_rate.
+@torch.inference_mode()
+def model_estimates(model, mono: np.ndarray, transform: TransformConfig, chunk_frames: int = 2048,
+                    context: int = 128, device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """Vocal and accompaniment magnitudes (2, freq_bins, frames) for mono audio at transform.sample_rate.
 
     The spectrogram is cut into chunks of ``chunk_frames`` with ``context`` frames more each side
     (4 s at the paper's hop, more than the U-Net's receptive field), so memory stays bounded on
@@ -35,19 +42,19 @@ def model_masks(model, mono: np.ndarray, transform: TransformConfig, power: floa
     total = x.shape[1]
     unit = 2 ** model.depth
     ctx = context
-    masks = torch.empty(x.shape)
-    model = model.to(device)
+    out = torch.empty((2, *x.shape))
+    # channels-last convolutions are ~10% faster on CPU (oneDNN) and no slower on GPU
+    model = model.to(device, memory_format=torch.channels_last)
     starts = range(0, total, chunk_frames)
     for start in tqdm(starts, desc="separate", unit="chunk", leave=False, disable=not progress or len(starts) < 4):
         a, b = max(0, start - ctx), min(total, start + chunk_frames + ctx)
         seg = x[:, a:b]
         pad = (-seg.shape[1]) % unit
         seg = torch.nn.functional.pad(seg, (0, pad)).to(device)
-        est = torch.expm1(model(seg.unsqueeze(0))[0, :, :, : b - a]).clamp_min(0).float().cpu() ** power  # (2, F, T)
-        m = est[0] / (est[0] + est[1] + 1e-8)
+        est = torch.expm1(model(seg.unsqueeze(0))[0, :, :, : b - a]).clamp_min(0).float().cpu()  # (2, F, T)
         stop = min(start + chunk_frames, total)
-        masks[:, start:stop] = m[:, start - a: stop - a]
-    return masks.numpy()
+        out[:, :, start:stop] = est[:, :, start - a: stop - a]
+    return out.numpy()
 
 
 def _fast_fft_size(n: int) -> int:
@@ -74,10 +81,14 @@ def full_rate_stft_config(transform: TransformConfig, sr: int) -> TransformConfi
     return TransformConfig(sr, n_fft, hop, n_fft // 2 + 1)
 
 
-def mask_to_rate(mask: np.ndarray, transform: TransformConfig, full: TransformConfig, frames: int) -> np.ndarray:
-    """Model-grid mask (freq_bins, T) -> full-rate grid (full.n_fft // 2 + 1, frames)."""
+def mask_to_rate(mask: np.ndarray, transform: TransformConfig, full: TransformConfig, frames: int,
+                 start: int = 0) -> np.ndarray:
+    """Model-grid mask (freq_bins, T) -> full-rate grid (full.n_fft // 2 + 1, frames).
+
+    ``start``: the sample (at full.sample_rate) where the full-rate STFT's first frame is centred.
+    """
     t_model = np.arange(mask.shape[1]) * transform.hop_length / transform.sample_rate
-    t_full = np.arange(frames) * full.hop_length / full.sample_rate
+    t_full = (start + np.arange(frames) * full.hop_length) / full.sample_rate
     idx = np.clip(np.searchsorted(t_model, t_full), 0, mask.shape[1] - 1)
     prev = np.clip(idx - 1, 0, mask.shape[1] - 1)
     w = np.where(idx == prev, 1.0, (t_full - t_model[prev]) / np.maximum(t_model[idx] - t_model[prev], 1e-9))
@@ -97,25 +108,135 @@ def mask_to_rate(mask: np.ndarray, transform: TransformConfig, full: TransformCo
     return out
 
 
+
+
+POST_FILTERS = ("softmask", "wiener")
+
+
+def mono_mix(audio: np.ndarray) -> np.ndarray:
+    """(channels, samples) -> (samples,) channel mean (a BLAS product: fast on interleaved data)."""
+    return np.full(audio.shape[0], 1.0 / audio.shape[0], np.float32) @ audio
+
+
 def separate(model, transform: TransformConfig, audio: np.ndarray, sr: int, power: float = 1.0,
-             device: str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+             device: str = "cpu", progress: bool = False, post_filter: str = "softmask",
+             wiener_iterations: int = 1, sink=None, segment_seconds: float = 30.0) -> dict[str, np.ndarray] | None:
     """audio: float32 (channels, samples) at sr -> {'vocals', 'accompaniment'} of the same shape.
 
-    Channels are masked and inverted one at a time, so peak memory grows with one channel's STFT.
+    With ``sink``, nothing is returned: ``sink(start, vocals)`` receives consecutive finished
+    blocks of vocals, (channels, m) from sample ``start`` (accompaniment is the input there minus them).
     """
+    if post_filter not in POST_FILTERS:
+        raise SemisepError(f"unknown post-filter {post_filter!r} (use one of {', '.join(POST_FILTERS)})")
     min_seconds = transform.n_fft / transform.sample_rate
-    if audio.shape[1] < min_seconds * sr:
-        raise SemisepError(f"too short to separate: {audio.shape[1]} samples, at least {min_seconds:.3f} s needed")
-    mono = resample(audio.mean(axis=0), sr, transform.sample_rate)
-    mask = model_masks(model, mono, transform, power, device=device, progress=progress)
+    n = audio.shape[1]
+    if n < min_seconds * sr:
+        raise SemisepError(f"too short to separate: {n} samples, at least {min_seconds:.3f} s needed")
+    est = model_estimates(model, resample(mono_mix(audio), sr, transform.sample_rate), transform,
+                          device=device, progress=progress)
+    if post_filter == "softmask":
+        est = est ** power
+    mask = est[0] / (est[0] + est[1] + 1e-8)
     full = full_rate_stft_config(transform, sr)
-    vocals = np.empty(audio.shape, np.float32)
-    m = None
-    for c in range(audio.shape[0]):
-        spec = stft(torch.from_numpy(np.ascontiguousarray(audio[c], np.float32)), full)  # (bins, frames)
-        if m is None:
-            m = torch.from_numpy(mask_to_rate(mask, transform, full, spec.shape[-1]))
+    result = None
+    if sink is None:
+        result = np.empty(audio.shape, np.float32)
+
+        def sink(start, block):
+            result[:, start:start + block.shape[1]] = block
+
+    overlap = full.n_fft  # half-width of the cross-fade ramp
+    pad = full.n_fft      # extra samples each side, computed and dropped (STFT edge effects)
+    seg = max(int(segment_seconds * sr), 4 * overlap)
+    bounds = list(range(0, n, seg)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * overlap:
+        del bounds[-2]  # a short tail joins the previous segment
+    ramp = (np.arange(2 * overlap, dtype=np.float32) + 0.5) / (2 * overlap)
+    carry = None  # vocals over [b_k - overlap, b_k + overlap) from the previous segment
+    for k in range(len(bounds) - 1):
+        first, last = k == 0, k == len(bounds) - 2
+        lo = bounds[k] if first else bounds[k] - overlap
+        hi = bounds[k + 1] if last else bounds[k + 1] + overlap
+        # segments start on the full-rate hop grid, so their frames are the song's frames and,
+        # away from the dropped edges, the result is the unsegmented one (to float rounding)
+        a, b = max(0, (lo - pad) // full.hop_length * full.hop_length), min(n, hi + pad)
+        vocals = _separate_segment(np.ascontiguousarray(audio[:, a:b], np.float32), a, mask, transform, full,
+                                   post_filter, wiener_iterations)[:, lo - a: hi - a]
+        if not first:
+            vocals[:, : 2 * overlap] *= ramp
+            vocals[:, : 2 * overlap] += carry
+        if not last:
+            vocals[:, -2 * overlap:] *= ramp[::-1]
+            carry = vocals[:, -2 * overlap:].copy()
+            vocals = vocals[:, : -2 * overlap]
+        sink(lo, vocals)
+    if result is not None:
+        return {"vocals": result, "accompaniment": audio - result}
+    return None
+
+
+def _separate_segment(x: np.ndarray, start: int, mask: np.ndarray, transform: TransformConfig,
+                      full: TransformConfig, post_filter: str, iterations: int) -> np.ndarray:
+    """Vocals (channels, samples) of the segment x (channels, samples) that begins at sample ``start``."""
+    spec = stft(torch.from_numpy(x), full)  # (channels, bins, frames)
+    m = torch.from_numpy(mask_to_rate(mask, transform, full, spec.shape[-1], start))
+    if post_filter == "wiener":
+        import norbert
+
+        mix = spec.permute(2, 1, 0).numpy()  # (frames, bins, channels)
+        mag = np.abs(mix)
+        mt = m.numpy().T[:, :, None]
+        v = np.stack([mag * mt, mag * (1 - mt)], axis=-1)  # soft-mask estimates, (frames, bins, channels, 2)
+        voc = norbert.wiener(v, mix.astype(np.complex128), iterations)[..., 0]
+        spec = torch.from_numpy(np.ascontiguousarray(voc.transpose(2, 1, 0)).astype(np.complex64))
+    else:
         spec *= m
-        vocals[c] = istft(spec, full, audio.shape[1]).numpy()
-        del spec
-    return {"vocals": vocals, "accompaniment": audio - vocals}
+    return istft(spec, full, x.shape[1]).numpy()
+
+
+class EstimateWriter:
+    """Writes ``<folder>/vocals.wav`` and ``accompaniment.wav`` (32-bit float) block by block.
+
+    A sink for ``separate``: blocks are written by one background thread while the next segment is
+    computed, into temp names renamed only when every block is in (``close``); ``abort`` removes them.
+    """
+
+    def __init__(self, folder, audio: np.ndarray, sr: int):
+        import soundfile as sf
+        from concurrent.futures import ThreadPoolExecutor
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.audio = audio
+        self.names = ("vocals", "accompaniment")
+        self.tmp = [self.folder / f".{name}.wav.tmp" for name in self.names]
+        self.files = [sf.SoundFile(str(t), "w", sr, audio.shape[0], subtype="FLOAT", format="WAV") for t in self.tmp]
+        self.pool = ThreadPoolExecutor(1)
+        self.pending = []
+
+    def __call__(self, start: int, vocals: np.ndarray) -> None:
+        self.pending.append(self.pool.submit(self._write, start, vocals))
+
+    def _write(self, start: int, vocals: np.ndarray) -> None:
+        rest = self.audio[:, start:start + vocals.shape[1]] - vocals
+        self.files[0].write(vocals.T)
+        self.files[1].write(rest.T)
+
+    def close(self) -> None:
+        import os
+
+        for job in self.pending:
+            job.result()  # re-raises a write error here
+        self.pool.shutdown()
+        for f, tmp, name in zip(self.files, self.tmp, self.names):
+            f.close()
+            os.replace(tmp, self.folder / f"{name}.wav")
+
+    def abort(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        for f, tmp in zip(self.files, self.tmp):
+            f.close()
+            tmp.unlink(missing_ok=True)
+        if not any(self.folder.iterdir()):
+            self.folder.rmdir()

@@ -85,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder written by `semisep train`")
     p.add_argument("--device", default=None,
                    help="where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    p.add_argument("--post-filter", choices=("softmask", "wiener"), default="softmask",
+                   help="softmask (default): the model's soft mask on each channel's full-rate STFT; wiener: "
+                        "multichannel Wiener filter (norbert, EM) started from the soft-mask estimates, uses the "
+                        "stereo image; slower")
     p.add_argument("--mask-power", type=float, default=1.0,
-                   help="soft-mask exponent p in V^p/(V^p+A^p): 1 ratio mask (default), 2 Wiener-like, larger is harder")
+                   help="softmask exponent p in V^p/(V^p+A^p): 1 ratio mask (default), 2 Wiener-like, larger is harder")
+    p.add_argument("--wiener-iterations", type=int, default=1, help="EM iterations of the wiener post-filter (default 1)")
     return parser
 
 
@@ -159,8 +164,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_separate(args) -> int:
-    from pipeline.audio import AUDIO_EXTENSIONS, load_audio, save_audio
-    from evaluation.separate import separate
+    from pipeline.audio import AUDIO_EXTENSIONS, load_audio
+    from evaluation.separate import EstimateWriter, separate
     from training.checkpoint import load_model
 
     import torch
@@ -179,21 +184,26 @@ def cmd_separate(args) -> int:
     bar = tqdm(files, desc="songs", unit="song", disable=len(files) < 2)
     for path in bar:
         is_stem = path.name.endswith(".stem.mp4")
+        name = path.name[: -len(".stem.mp4")] if is_stem else path.stem
+        writer = None
         try:
             # a MUSDB18 .stem.mp4 holds the mixture as its first stream
             audio, sr = load_audio(path, stream=0 if is_stem else None)
-            estimates = separate(model, transform, audio, sr, power=args.mask_power, device=device, progress=True)
-        except AudioError as exc:
-            bar.write(f"semisep: error: {exc.path}: {exc.reason}", file=sys.stderr)
+            writer = EstimateWriter(Path(args.out) / name, audio, sr)
+            separate(model, transform, audio, sr, power=args.mask_power, device=device, progress=True,
+                     post_filter=args.post_filter, wiener_iterations=args.wiener_iterations, sink=writer)
+            writer.close()
+        except (AudioError, SemisepError) as exc:
+            if writer is not None:
+                writer.abort()
+            where, reason = (exc.path, exc.reason) if isinstance(exc, AudioError) else (path, exc)
+            bar.write(f"semisep: error: {where}: {reason}", file=sys.stderr)
             failed += 1
             continue
-        except SemisepError as exc:
-            bar.write(f"semisep: error: {path}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        name = path.name[: -len(".stem.mp4")] if is_stem else path.stem
-        for target, signal in estimates.items():
-            save_audio(Path(args.out) / name / f"{target}.wav", signal, sr)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
         bar.write(f"{path} -> {Path(args.out) / name}/{{vocals,accompaniment}}.wav")
     return EXIT_ERROR if failed else 0
 
