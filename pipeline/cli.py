@@ -15,6 +15,7 @@ from pipeline.errors import AudioError, SemisepError
 
 EXIT_ERROR = 1
 EXIT_INGEST_FAILURES = 3
+EXIT_REFUSED = 4
 
 EPILOG = """Settings come from --config (YAML) and --set overrides, e.g.
   semisep train --config configs/demo.yaml --set train.alpha=0 --set train.beta=0
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "to <workdir>/models/<name>.")
     _common(p)
     p.add_argument("--name", default=None, help="run and model name (default: 'supervised' or 'semi-supervised')")
+    p.add_argument("--register", action="store_true",
+                   help="register the trained model as a new version of mlflow.registered_model (a candidate "
+                        "for `semisep promote`)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of this run name")
 
     p = sub.add_parser("evaluate", help="score models on the test split with museval (BSS Eval v4)",
@@ -82,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "audio file in an input folder), at the input's rate, channels and length.")
     p.add_argument("inputs", nargs="+", help="audio files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--model", required=True, help="model folder written by `semisep train`")
+    p.add_argument("--model", required=True,
+                   help="model folder written by `semisep train`, or an MLflow model URI: models:/NAME@champion, "
+                        "models:/NAME/VERSION, runs:/RUN_ID/separator (tracking URI from --config, "
+                        "$MLFLOW_TRACKING_URI or <workdir>/mlflow.db)")
+    _common(p)
     p.add_argument("--device", default=None,
                    help="where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     p.add_argument("--post-filter", choices=("softmask", "wiener"), default="softmask",
@@ -92,11 +100,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-power", type=float, default=1.0,
                    help="softmask exponent p in V^p/(V^p+A^p): 1 ratio mask (default), 2 Wiener-like, larger is harder")
     p.add_argument("--wiener-iterations", type=int, default=1, help="EM iterations of the wiener post-filter (default 1)")
+
+    p = sub.add_parser("tune", help="Ray Tune sweep over alpha, beta, n_critic and learning rates, tracked in MLflow",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Sweep the `tune` section's ranges with Ray Tune: the supervised baseline "
+                                   "(alpha = beta = 0) first, then tune.points,\nthen samples from Optuna's TPE; "
+                                   "ASHA stops trials whose validation loss lags. Each trial is a Ray Train run and\n"
+                                   "an MLflow child run of the sweep's parent run, which gets the summary table and a "
+                                   "plot of validation loss\nagainst alpha and beta. The best finished trial is "
+                                   "registered as a candidate version of mlflow.registered_model\n(promote it with "
+                                   "`semisep promote --candidate VERSION`). Ctrl-C stops the sweep; --resume continues "
+                                   "it without\nrerunning finished trials.")
+    _common(p)
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="trials drawn by the searcher, after the baseline and tune.points (default: tune.num_samples)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep named tune.name")
+
+    p = sub.add_parser("promote", help="gate a registered model into the 'champion' alias, or roll back",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Evaluate the candidate and the current champion of mlflow.registered_model in "
+                                   "one museval run on eval.split\n(same tracks, current dataset version), apply the "
+                                   "gate in the config's `promote` section, tag the candidate with\nthe decision, both "
+                                   "models' numbers and the reasons, and move 'champion' only if it passes (the old\n"
+                                   "champion becomes 'previous'). Promotions are serialised by a lock file "
+                                   "(promote.lock).\n\nExit status: 0 promoted or rolled back; "
+                                   f"{EXIT_REFUSED} refused by the gate; {EXIT_ERROR} an error.")
+    _common(p)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--candidate", metavar="VERSION|RUN_ID",
+                       help="a version number of the registered model, or a training run id (registered if needed)")
+    group.add_argument("--rollback", action="store_true", help="move 'champion' back to 'previous'")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per model fetch is noise
     try:
         return COMMANDS[args.command](args)
     except SemisepError as exc:
@@ -145,7 +184,44 @@ def cmd_train(args) -> int:
     result = train(cfg, name, resume=args.resume)
     print(f"{name}: best validation loss {result.best_val_loss:.4f} at step {result.best_step} of {result.steps}"
           f"{' (early stopped)' if result.early_stopped else ''}; model in {result.model_dir}; MLflow run {result.run_id}")
+    if args.register:
+        from training.registry import register
+
+        version = register(cfg.tracking_uri, cfg.mlflow.registered_model, result.run_id)
+        print(f"registered as {cfg.mlflow.registered_model} version {version}; "
+              f"next: semisep promote --candidate {version}")
     return 0
+
+
+def cmd_tune(args) -> int:
+    from training.tune import summary_markdown, sweep
+
+    cfg = _config(args)
+    result = sweep(cfg, args.num_samples, args.resume)
+    print(summary_markdown(result.summary))
+    if result.interrupted:
+        print(f"sweep {cfg.tune.name!r} interrupted with {len(result.summary)} trials recorded; continue it with "
+              f"`semisep tune --config ... --resume`", file=sys.stderr)
+        return 130
+    print(f"sweep {cfg.tune.name!r}: MLflow parent run {result.parent_run_id}; summary and plot in {result.path}")
+    if result.candidate_version:
+        print(f"best finished trial registered as {cfg.mlflow.registered_model} version {result.candidate_version}; "
+              f"next: semisep promote --candidate {result.candidate_version}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from evaluation.promote import promote, rollback
+
+    cfg = _config(args)
+    name = cfg.mlflow.registered_model
+    if args.rollback:
+        new, demoted = rollback(cfg)
+        print(f"{name}: champion is version {new} again (version {demoted} is now 'previous')")
+        return 0
+    decision = promote(cfg, args.candidate)
+    print(decision.summary())
+    return 0 if decision.promoted else EXIT_REFUSED
 
 
 def cmd_evaluate(args) -> int:
@@ -171,8 +247,10 @@ def cmd_separate(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from training.registry import local_model_dir
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, transform, _ = load_model(args.model)
+    model, transform, _ = load_model(local_model_dir(args.model, _config(args).tracking_uri))
     files = []
     for item in args.inputs:
         p = Path(item)
@@ -217,21 +295,21 @@ def cmd_demo(args) -> int:
     cfg = _config(args)
     d = cfg.demo
     corpus_root = Path(cfg.data.workdir) / "demo_corpus"
-    print(f"[1/5] generating demo corpus in {corpus_root}")
+    print(f"[1/6] generating demo corpus in {corpus_root}")
     generate_demo_corpus(corpus_root, d.seed, d.track_seconds, d.paired_train, d.unpaired_per_role,
                          d.valid, d.test, d.test_in_domain)
-    print("[2/5] ingesting with Ray Data")
+    print("[2/6] ingesting with Ray Data")
     print(format_report(ingest(cfg)))
     results = {}
     for step, (label, alpha, beta) in enumerate((("supervised", 0.0, 0.0),
                                                  ("semi-supervised", cfg.train.alpha, cfg.train.beta)), start=3):
-        print(f"[{step}/5] training {label} (alpha={alpha}, beta={beta}) with Ray Train")
+        print(f"[{step}/6] training {label} (alpha={alpha}, beta={beta}) with Ray Train")
         run_cfg = _config(args)
         run_cfg.train.alpha, run_cfg.train.beta = alpha, beta
         results[label] = train(run_cfg, label)
         r = results[label]
         print(f"  best validation loss {r.best_val_loss:.4f} at step {r.best_step} of {r.steps}")
-    print("[5/5] evaluating on the out-of-domain test set with museval")
+    print("[5/6] evaluating on the out-of-domain test set with museval")
     out = os.path.join(cfg.data.workdir, "eval")
     result = evaluate(cfg, {k: v.model_dir for k, v in results.items()}, out,
                       run_ids={k: v.run_id for k, v in results.items()})
@@ -239,13 +317,22 @@ def cmd_demo(args) -> int:
     print(f"BSS Eval v4 ({cfg.eval.protocol} protocol), dB, median over 1 s frames then median/mean over tracks:")
     print(result.table)
     print(f"\nmuseval JSON, results.md and boxplots: {out}")
+    from evaluation.promote import promote
+    from training.registry import register
+
+    semi = results["semi-supervised"]
+    version = register(cfg.tracking_uri, cfg.mlflow.registered_model, semi.run_id)
+    print(f"\n[6/6] registered the semi-supervised model as {cfg.mlflow.registered_model} version {version}; "
+          "promotion gate (a fresh evaluation of candidate and champion):")
+    print(promote(cfg, version).summary())
     print(f"models: {os.path.join(cfg.data.workdir, 'models')}")
     print(f"look at the runs: .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri}")
     return 0
 
 
 COMMANDS = {"demo": cmd_demo, "generate-demo": cmd_generate, "ingest": cmd_ingest, "train": cmd_train,
-            "evaluate": cmd_evaluate, "separate": cmd_separate}
+            "evaluate": cmd_evaluate, "separate": cmd_separate, "tune": cmd_tune,
+            "promote": cmd_promote}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -129,11 +129,55 @@ class EvalConfig:
 
 @dataclass
 class MlflowConfig:
-    """Tracking store; empty tracking_uri means ``sqlite:///<workdir>/mlflow.db``."""
+    """Tracking store; empty tracking_uri means $MLFLOW_TRACKING_URI or ``sqlite:///<workdir>/mlflow.db``."""
 
     tracking_uri: str = ""
     experiment: str = "semisep"
     registered_model: str = "semisep-separator"
+
+
+@dataclass
+class TuneConfig:
+    """``semisep tune``: a Ray Tune sweep; ranges are [low, high], sampled log-uniformly.
+
+    Every sweep starts with the supervised baseline (alpha = beta = 0), then ``points`` (trials to
+    run as given, e.g. a known-good setting), then ``num_samples`` trials from the searcher
+    (``optuna``: TPE; ``random``). ASHA stops trials whose validation loss lags, first at
+    ``grace_steps``. Each trial is a Ray Train run of train.num_workers workers with
+    ``gpus_per_worker`` GPUs each (fractions let several small trials share a GPU);
+    ``max_concurrent`` trials at a time (0: as many as the cluster's CPUs allow).
+    """
+
+    name: str = "sweep"
+    num_samples: int = 8
+    alpha: list = field(default_factory=lambda: [1e-4, 1e-1])
+    beta: list = field(default_factory=lambda: [1e-4, 1e-1])
+    n_critic: list = field(default_factory=lambda: [1, 2, 5])
+    lr: list = field(default_factory=lambda: [1e-5, 1e-3])
+    critic_lr: list = field(default_factory=lambda: [1e-5, 1e-3])
+    points: list = field(default_factory=list)
+    searcher: str = "optuna"
+    grace_steps: int = 0
+    reduction_factor: int = 2
+    max_concurrent: int = 0
+    gpus_per_worker: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class PromoteConfig:
+    """The gate ``semisep promote`` applies, on median-over-tracks SDR of one evaluation run.
+
+    A candidate replaces the champion when its vocal SDR is at least ``margin_db`` higher and its
+    accompaniment SDR at most ``accompaniment_tolerance_db`` lower; with no champion yet, when its
+    vocal SDR reaches ``floor_db``. ``lock`` (default ``<workdir>/registry.lock``) serialises
+    promotions: put it on storage every promoting machine shares.
+    """
+
+    margin_db: float = 0.1
+    accompaniment_tolerance_db: float = 0.5
+    floor_db: float = 0.0
+    lock: str = ""
 
 
 @dataclass
@@ -165,13 +209,18 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     @property
     def tracking_uri(self) -> str:
+        """mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else a SQLite store in the workdir."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
         return "sqlite:///" + os.path.abspath(os.path.join(self.data.workdir, "mlflow.db"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +283,7 @@ def _build(cls, raw: Any, where: str):
 
 def _dataclass_for(type_name: Any):
     names = {c.__name__: c for c in (TransformConfig, DataConfig, ModelConfig, TrainConfig,
-                                     EvalConfig, MlflowConfig, RayConfig, DemoConfig)}
+                                     EvalConfig, MlflowConfig, TuneConfig, PromoteConfig, RayConfig, DemoConfig)}
     return names.get(type_name if isinstance(type_name, str) else getattr(type_name, "__name__", ""))
 
 

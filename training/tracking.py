@@ -32,9 +32,20 @@ def client(tracking_uri: str):
 
 
 def experiment_id(tracking_uri: str, name: str) -> str:
+    """The experiment's id, creating it if needed. With a local SQLite store its artifacts live
+    next to the database (``<workdir>/mlartifacts``), not in ``./mlruns`` of whatever folder the
+    command ran from; a server decides its own artifact location."""
+    from pathlib import Path
+    from urllib.parse import quote
+
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp else c.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts" / quote(name, safe="")).as_uri()
+    return c.create_experiment(name, artifact_location=location)
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:

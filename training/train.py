@@ -2,7 +2,8 @@
 
 ``train(cfg, name)`` reads the shard manifest, starts an MLflow run (config as params, dataset
 version, git commit and config hash as tags), runs the worker loop on ``train.num_workers``
-workers, then writes the best separator as a model folder and logs it with the checkpoint.
+workers, then writes the best separator as a model folder and logs it as an MLflow pyfunc
+(``training/registry.py``; tag ``semisep.model_uri``) next to the last checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipeline.manifest import MANIFEST, read_manifest
 from pipeline.ray_session import ensure_ray
 from training.checkpoint import safe_load, save_model
 from training.data import ray_datasets, stream_paths
+from training.registry import log_model
 from training.tracking import git_commit, log_dataset, start_run
 from training.worker import train_loop_per_worker
 
@@ -35,8 +37,14 @@ class TrainResult:
     early_stopped: bool
 
 
-def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
-    """Train one separator with Ray Train; returns where the best model landed."""
+def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | None = None,
+          callbacks: list | None = None, storage: str | None = None, gpus_per_worker: float = 0.0) -> TrainResult:
+    """Train one separator with Ray Train; returns where the best model landed.
+
+    ``tags`` are added to the MLflow run (a sweep passes ``mlflow.parentRunId``), ``callbacks`` to
+    Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` replaces
+    ``<workdir>/ray_results``, ``gpus_per_worker`` may be a fraction.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -49,11 +57,11 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
     kind = "semi-supervised" if t.semi_supervised else "supervised"
     tags = {"semisep.dataset_version": version, "semisep.git_commit": git_commit(),
             "semisep.config_hash": cfg.hash(), "semisep.kind": kind,
-            "semisep.transform_hash": cfg.transform.hash()}
+            "semisep.transform_hash": cfg.transform.hash()} | (tags or {})
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
     log_dataset(cfg.tracking_uri, run_id, version, os.path.abspath(os.path.join(cfg.data.shards_dir, MANIFEST)),
                 {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
-    storage = os.path.abspath(os.path.join(cfg.data.workdir, "ray_results"))
+    storage = os.path.abspath(storage or os.path.join(cfg.data.workdir, "ray_results"))
     # each run gets its own folder, so a second run of the same name never restores the first
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume_from = _latest_checkpoint(Path(storage), name) if resume else None
@@ -64,12 +72,14 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri, "threads": threads,
                            "resume_from": resume_from},
-        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                               resources_per_worker={"CPU": t.cpus_per_worker}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu or gpus_per_worker > 0,
+            resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": gpus_per_worker} if gpus_per_worker else {})),
         run_config=ray.train.RunConfig(
             name=run_dir_name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=2),
+            callbacks=callbacks or None,
         ),
         datasets=ray_datasets(cfg, paths),
         dataset_config=ray.train.DataConfig(datasets_to_split=[s for s in ("paired", "mixture", "vocals", "accompaniment")
@@ -95,8 +105,8 @@ def train(cfg: Config, name: str, resume: bool = False) -> TrainResult:
                 "best_step": meta["best_step"], "steps": meta["step"], "best_val_loss": meta["best_val_loss"]}
         save_model(model_dir, state["best_separator"], cfg, info)
         mlflow.log_artifacts(run_id, d, artifact_path="checkpoint")
-    mlflow.log_artifacts(run_id, model_dir, artifact_path="model")
     mlflow.set_tag(run_id, "semisep.best_step", str(meta["best_step"]))
+    mlflow.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
     mlflow.set_terminated(run_id, "FINISHED")
     early = meta["step"] < t.max_steps
     return TrainResult(name, run_id, model_dir, checkpoint_dir, meta["best_step"], meta["best_val_loss"],

@@ -32,24 +32,6 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
     assert "loss_u" not in client.get_run(results["supervised"].run_id).data.metrics
 
 
-def test_resume_continues_from_the_latest_checkpoint(ingested):
-    from training.train import train
-
-    cfg, _ = ingested
-    cfg = type(cfg).from_dict(cfg.to_dict())
-    cfg.train.alpha = cfg.train.beta = 0.0
-    cfg.train.max_steps = 2
-    first = train(cfg, "resumable")
-    assert first.steps == 2
-    cfg.train.max_steps = 4
-    resumed = train(cfg, "resumable", resume=True)
-    assert resumed.steps == 4
-    from mlflow import MlflowClient
-
-    history = MlflowClient(cfg.tracking_uri).get_metric_history(resumed.run_id, "val_loss")
-    assert [m.step for m in history] == [4]  # steps 1-2 were not trained again
-
-
 def test_early_stopping_keeps_the_best_checkpoint(ingested):
     from mlflow import MlflowClient
 

@@ -1,0 +1,179 @@
+"""Promotion through the MLflow model registry: measured, recorded, one at a time.
+
+``promote`` evaluates the candidate version and the current ``champion`` in one evaluation run,
+on the same test tracks (listed, hashed and tagged), with the current dataset version recorded;
+numbers logged earlier are not trusted. The gate (``promote`` config section) decides; the
+decision, both models' numbers and the reasons become tags of the candidate version. Only a
+passing candidate moves ``champion`` (the old champion becomes ``previous``). Promotions hold an
+exclusive lock from reading the champion to moving the aliases, so two at once are serialised:
+the second is measured against whatever the first left as champion.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.errors import SemisepError
+
+CHAMPION, PREVIOUS = "champion", "previous"
+TAG = "semisep.promotion."
+
+
+@dataclass
+class Decision:
+    version: str
+    champion_before: str | None
+    promoted: bool
+    reasons: list[str]
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> {vocals, accompaniment}
+
+    def summary(self) -> str:
+        verdict = "PROMOTED to champion" if self.promoted else "REFUSED"
+        lines = [f"candidate version {self.version}: {verdict}"
+                 f" (champion before: {'version ' + self.champion_before if self.champion_before else 'none'})"]
+        for label, s in self.scores.items():
+            lines.append(f"  {label:9s} vocals SDR {s['vocals']:6.2f} dB   accompaniment SDR {s['accompaniment']:6.2f} dB"
+                         " (median over tracks)")
+        lines += [f"  - {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+@contextmanager
+def registry_lock(cfg: Config):
+    """Exclusive, blocking: a second promotion waits. flock is released by the kernel if the holder dies."""
+    path = Path(cfg.promote.lock or os.path.join(cfg.data.workdir, "registry.lock"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _client(cfg: Config):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.tracking_uri)
+
+
+def _alias(client, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        return None
+
+
+def resolve_candidate(cfg: Config, candidate: str) -> str:
+    """A version number, or a training run id (its version, registering the run's model if needed)."""
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import register
+
+    client, name = _client(cfg), cfg.mlflow.registered_model
+    if candidate.isdigit():
+        try:
+            return client.get_model_version(name, candidate).version
+        except MlflowException:
+            raise SemisepError(f"--candidate {candidate}: no version {candidate} of registered model {name!r}") from None
+    try:
+        client.get_run(candidate)
+    except MlflowException:
+        raise SemisepError(f"--candidate {candidate}: neither a version of {name!r} nor an MLflow run id") from None
+    found = [mv.version for mv in client.search_model_versions(f"name='{name}' and run_id='{candidate}'")]
+    return max(found, key=int) if found else register(cfg.tracking_uri, name, candidate)
+
+
+def _median_sdr(summary, label: str) -> dict[str, float]:
+    rows = summary[(summary.method == label) & (summary.metric == "SDR")].set_index("target")["median"]
+    return {t: float(rows[t]) for t in ("vocals", "accompaniment")}
+
+
+def gate(cfg: Config, cand: dict[str, float], champ: dict[str, float] | None) -> tuple[bool, list[str]]:
+    """The decision and its reasons, from median vocal / accompaniment SDR."""
+    p = cfg.promote
+    if champ is None:
+        ok = cand["vocals"] >= p.floor_db
+        return ok, [f"no champion yet: vocals SDR {cand['vocals']:.2f} dB {'>=' if ok else '<'} floor {p.floor_db:.2f} dB"]
+    gain = cand["vocals"] - champ["vocals"]
+    drop = champ["accompaniment"] - cand["accompaniment"]
+    vocal_ok, acc_ok = gain >= p.margin_db, drop <= p.accompaniment_tolerance_db
+    reasons = [f"vocals SDR {'+' if gain >= 0 else ''}{gain:.2f} dB vs champion "
+               f"({'meets' if vocal_ok else 'below'} the required +{p.margin_db:.2f} dB)",
+               f"accompaniment SDR {-drop:+.2f} dB vs champion "
+               f"({'within' if acc_ok else 'beyond'} the tolerated -{p.accompaniment_tolerance_db:.2f} dB)"]
+    return vocal_ok and acc_ok, reasons
+
+
+def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision:
+    from evaluation.evaluate import evaluate, test_tracks
+    from pipeline.manifest import read_manifest
+    from training.registry import local_model_dir
+
+    client, name = _client(cfg), cfg.mlflow.registered_model
+    version = resolve_candidate(cfg, candidate)
+    with registry_lock(cfg):
+        champion = _alias(client, name, CHAMPION)  # read under the lock: nobody moves it meanwhile
+        if champion == version:
+            return Decision(version, champion, False, [f"version {version} is already the champion"])
+        models = {"candidate": local_model_dir(f"models:/{name}/{version}", cfg.tracking_uri)}
+        if champion:
+            models["champion"] = local_model_dir(f"models:/{name}/{champion}", cfg.tracking_uri)
+        tracks = sorted(t.track_id for t in test_tracks(cfg))
+        out = out_dir or tempfile.mkdtemp(prefix=f"promote-v{version}-", dir=cfg.data.workdir)
+        result = evaluate(cfg, models, out, references=False)
+        scores = {label: _median_sdr(result.summary, label) for label in models}
+        passed, reasons = gate(cfg, scores["candidate"], scores.get("champion"))
+        _, dataset_version = read_manifest(cfg.data.shards_dir, missing_ok=True)
+        tags = {
+            "decision": "promoted" if passed else "refused",
+            "reasons": "; ".join(reasons),
+            "champion_before": champion or "none",
+            "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "eval_protocol": cfg.eval.protocol,
+            "eval_split": f"{cfg.eval.corpus}/{cfg.eval.split}",
+            "eval_tracks_hash": hashlib.sha256("\n".join(tracks).encode()).hexdigest()[:16],
+            "eval_tracks": str(len(tracks)),
+            "dataset_version": dataset_version or "none",
+            "scores": json.dumps({k: {t: round(v, 3) for t, v in s.items()} for k, s in scores.items()}),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, TAG + key, value)
+        client.set_model_version_tag(name, version, "semisep.eval_protocol", cfg.eval.protocol)
+        client.set_model_version_tag(name, version, "semisep.eval_summary", json.dumps(
+            {f"{t}_SDR_median": round(v, 3) for t, v in scores["candidate"].items()}))
+        if passed:
+            if champion:
+                client.set_registered_model_alias(name, PREVIOUS, champion)
+            client.set_registered_model_alias(name, CHAMPION, version)
+    return Decision(version, champion, passed, reasons, scores)
+
+
+def rollback(cfg: Config) -> tuple[str, str]:
+    """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted version). Returns (new, demoted)."""
+    client, name = _client(cfg), cfg.mlflow.registered_model
+    with registry_lock(cfg):
+        champion, previous = _alias(client, name, CHAMPION), _alias(client, name, PREVIOUS)
+        if previous is None or champion is None:
+            raise SemisepError(f"registered model {name!r} has no {'previous' if champion else 'champion'} "
+                               "version to roll back to")
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        client.set_registered_model_alias(name, PREVIOUS, champion)
+        client.set_model_version_tag(name, champion, TAG + "rolled_back_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return previous, champion

@@ -1,0 +1,211 @@
+"""MLflow model registry against a real `mlflow server` (loopback, SQLite backend): pyfunc models,
+the promotion gate, rollback, concurrent promotions, and checkpoints that try to run code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import Config
+from pipeline.errors import SemisepError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/server.db",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, 9)  # the server's uvicorn workers ignore a polite SIGTERM for a long while
+    proc.wait(30)
+
+
+def _fit(cfg: Config, steps: int) -> dict:
+    """A supervised separator trained for ``steps`` plain-torch steps on the paired shards."""
+    from pipeline.shards import read_excerpts
+    from training.data import stream_paths
+    from training.step import batches_from_arrays, build_models, separator_update
+
+    paths = stream_paths(cfg)["paired"]
+    arrays = {c: torch.from_numpy(read_excerpts(paths, c, cfg.transform, cfg.data.excerpt_frames))
+              for c in ("mixture", "vocals", "accompaniment")}
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    batches = batches_from_arrays(arrays, 8, seed=0)
+    for _ in range(steps):
+        separator_update(models, next(batches), None, 0.0, 0.0)
+    return models.separator.state_dict()
+
+
+def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
+    """A finished MLflow run holding ``state`` as a logged pyfunc, as `semisep train` leaves it."""
+    from mlflow import MlflowClient
+
+    from training.checkpoint import save_model
+    from training.registry import log_model
+    from training.tracking import start_run
+
+    run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, label, {"label": label},
+                       {"semisep.dataset_version": "test-version", "semisep.git_commit": "abc", "semisep.config_hash": "h"})
+    model_dir = save_model(tmp_path / label, state, cfg, {"name": label})
+    MlflowClient(cfg.tracking_uri).set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def registry(ingested, mlflow_server, tmp_path_factory):
+    """Config pointing at the server, and three registered versions: untrained, trained, trained-but-swapped."""
+    from training.registry import register
+    from training.step import build_separator
+
+    base, _ = ingested
+    tmp = tmp_path_factory.mktemp("registry")
+    cfg = Config.from_dict(base.to_dict())
+    cfg.mlflow.tracking_uri = mlflow_server
+    cfg.mlflow.registered_model = "separator-under-test"
+    cfg.promote.lock = str(tmp / "registry.lock")
+    cfg.promote.floor_db = -100.0
+    torch.manual_seed(1)
+    untrained = build_separator(cfg).state_dict()
+    trained = _fit(cfg, 150)
+    swapped = {k: v.clone() for k, v in trained.items()}
+    for k in ("head.weight", "head.bias"):  # vocals <-> accompaniment: a model that is confidently wrong
+        swapped[k] = swapped[k].flip(0)
+    versions = {}
+    for label, state in (("untrained", untrained), ("trained", trained), ("swapped", swapped),
+                         ("trained-a", trained), ("trained-b", trained)):
+        versions[label] = register(cfg.tracking_uri, cfg.mlflow.registered_model,
+                                   _logged_run(cfg, state, label, tmp), {"semisep.label": label})
+    return cfg, versions, tmp
+
+
+def _aliases(cfg):
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(cfg.tracking_uri).get_registered_model(cfg.mlflow.registered_model).aliases)
+
+
+def _tags(cfg, version):
+    from mlflow import MlflowClient
+
+    return MlflowClient(cfg.tracking_uri).get_model_version(cfg.mlflow.registered_model, version).tags
+
+
+def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
+    import mlflow
+
+    from evaluation.promote import promote, rollback
+
+    cfg, v, _ = registry
+    assert _tags(cfg, v["trained"])["semisep.dataset_version"] == "test-version"
+    first = promote(cfg, v["untrained"])  # no champion yet: the floor decides
+    assert first.promoted and _aliases(cfg) == {"champion": v["untrained"]}
+
+    better = promote(cfg, v["trained"])
+    assert better.promoted, better.summary()
+    assert better.scores["candidate"]["vocals"] > better.scores["champion"]["vocals"] + cfg.promote.margin_db
+    assert _aliases(cfg) == {"champion": v["trained"], "previous": v["untrained"]}
+
+    worse = promote(cfg, v["swapped"])
+    assert not worse.promoted
+    tags = _tags(cfg, v["swapped"])
+    assert tags["semisep.promotion.decision"] == "refused"
+    assert tags["semisep.promotion.champion_before"] == v["trained"]
+    assert "below the required" in tags["semisep.promotion.reasons"]
+    assert "candidate" in tags["semisep.promotion.scores"] and "champion" in tags["semisep.promotion.scores"]
+    assert _aliases(cfg)["champion"] == v["trained"]
+
+    # the champion loads by alias through MLflow and separates audio by itself
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, 22050))).astype(np.float32)
+    out = model.predict(audio, params={"sample_rate": 22050})
+    assert out["vocals"].shape == audio.shape
+    assert np.abs(out["vocals"] + out["accompaniment"] - audio).max() < 1e-5
+
+    # `semisep separate --model models:/...@champion` uses the same model
+    song = tmp_path / "song.wav"
+    import soundfile as sf
+
+    sf.write(song, audio.T, 22050, subtype="FLOAT")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", str(song), "-o", str(tmp_path / "out"),
+                           "--model", f"models:/{cfg.mlflow.registered_model}@champion",
+                           "--set", f"mlflow.tracking_uri={cfg.tracking_uri}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    vocals, _ = sf.read(tmp_path / "out" / "song" / "vocals.wav", dtype="float32")
+    assert np.abs(vocals.T - out["vocals"]).max() < 1e-5
+
+    assert rollback(cfg) == (v["untrained"], v["trained"])
+    assert _aliases(cfg) == {"champion": v["untrained"], "previous": v["trained"]}
+
+
+def test_concurrent_promotions_leave_one_consistent_champion(registry):
+    """Two identical candidates, both better than the champion: serialised, the second meets the first."""
+    import yaml
+
+    cfg, v, tmp = registry
+    before = _aliases(cfg)["champion"]
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "promote", "--config", str(config),
+                               "--candidate", v[label]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for label in ("trained-a", "trained-b")]
+    codes = [p.wait(600) for p in procs]
+    assert sorted(codes) == [0, 4], [p.stderr.read()[-2000:] for p in procs]
+    winner, loser = (v["trained-a"], v["trained-b"]) if codes[0] == 0 else (v["trained-b"], v["trained-a"])
+    assert _aliases(cfg) == {"champion": winner, "previous": before}
+    assert _tags(cfg, winner)["semisep.promotion.champion_before"] == before
+    # the loser was measured against the winner, not against the champion both started from
+    assert _tags(cfg, loser)["semisep.promotion.champion_before"] == winner
+    assert _tags(cfg, loser)["semisep.promotion.decision"] == "refused"
+
+
+def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
+    from training.checkpoint import MODEL_WEIGHTS, load_model, save_model
+    from pipeline.config import load_config
+    from training.step import build_separator
+
+    cfg = load_config(None, ["model.base_channels=4"])
+    model_dir = save_model(tmp_path / "model", build_separator(cfg).state_dict(), cfg, {"name": "x"})
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(model_dir / MODEL_WEIGHTS, "wb") as fh:
+        pickle.dump({"head.weight": Payload()}, fh)
+    with pytest.raises(SemisepError, match="refused to load"):
+        load_model(model_dir)
+    assert not marker.exists()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", str(tmp_path / "none.wav"), "-o",
+                           str(tmp_path / "out"), "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "refused to load" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()

@@ -1,0 +1,13 @@
+"""Entry file of the logged pyfunc (MLflow "models from code"): defines the model, pickles nothing."""
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+from training.registry import SeparatorPyfunc
+
+
+class Separator(SeparatorPyfunc, PythonModel):
+    pass
+
+
+mlflow.models.set_model(Separator())
