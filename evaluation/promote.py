@@ -11,16 +11,12 @@ the second is measured against whatever the first left as champion.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import socket
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
@@ -48,21 +44,11 @@ class Decision:
         return "\n".join(lines)
 
 
-@contextmanager
 def registry_lock(cfg: Config):
-    """Exclusive, blocking: a second promotion waits. flock is released by the kernel if the holder dies."""
-    path = Path(cfg.promote.lock or os.path.join(cfg.data.workdir, "registry.lock"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-            fh.flush()
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """Exclusive and blocking: a second promotion waits for the first (released if the holder dies)."""
+    from pipeline.manifest import file_lock
+
+    return file_lock(cfg.promote.lock or os.path.join(cfg.data.workdir, "registry.lock"), wait=True)
 
 
 def _client(cfg: Config):

@@ -96,31 +96,37 @@ def shards_in_use(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 @contextmanager
-def store_lock(shards_dir: str):
-    """Hold the store's lock for the block; a second ingestion of the same store is refused.
+def file_lock(path: str | os.PathLike, wait: bool = False):
+    """An exclusive ``flock`` on ``path`` for the block, with the holder written into the file.
 
-    ``flock`` is released by the kernel when the holder dies, so a killed run never leaves a
-    stale lock behind.
+    ``wait``: block until it is free; otherwise raise ``BlockingIOError`` carrying the holder.
+    ``flock`` is released by the kernel when the holder dies: a killed run never leaves a stale lock.
     """
-    Path(shards_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(shards_dir) / LOCK
-    fh = open(path, "a+")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.seek(0)
+            raise BlockingIOError(fh.read().strip() or "another process") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def store_lock(shards_dir: str):
+    """Hold the store's lock for the block; a second ingestion of the same store is refused."""
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
+        with file_lock(Path(shards_dir) / LOCK):
+            yield
+    except BlockingIOError as busy:
         raise SemisepError(
-            f"{shards_dir} is being ingested by {holder}; wait for that run to finish "
+            f"{shards_dir} is being ingested by {busy}; wait for that run to finish "
             "(two ingestions of one store at once are refused)"
         ) from None
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        fh.flush()
-        yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
