@@ -11,6 +11,7 @@ the input's shape.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,24 @@ class SeparatorPyfunc:
         return separate(self.model, self.transform, audio, sr, post_filter=params.get("post_filter") or "softmask")
 
 
+@contextmanager
+def tracking(uri: str | None):
+    """MLflow's fluent API pointed at ``uri`` for the block only.
+
+    ``mlflow.set_tracking_uri`` also sets $MLFLOW_TRACKING_URI for the whole process, which
+    semisep reads as the default store: left set, it would send later runs to this store.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -65,8 +84,7 @@ def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> s
         outputs=Schema([TensorSpec(audio, (-1, -1), "vocals"), TensorSpec(audio, (-1, -1), "accompaniment")]),
         params=ParamSchema([ParamSpec("sample_rate", "long", 44100), ParamSpec("post_filter", "string", "softmask")]))
     example = (0.1 * np.random.default_rng(0).standard_normal((1, 8192))).astype(np.float32)
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with tracking(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=ARTIFACT, python_model=str(ENTRY), artifacts={"model": str(model_dir)},
             signature=signature, input_example=example, pip_requirements=_requirements())
@@ -85,8 +103,8 @@ def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | N
     import mlflow
 
     carried = {k: v for k, v in run.data.tags.items() if k.startswith("semisep.") and k != "semisep.model_uri"}
-    mlflow.set_tracking_uri(tracking_uri)
-    mv = mlflow.register_model(model_uri, name, tags=carried | {"semisep.run_id": run_id} | (tags or {}))
+    with tracking(tracking_uri):
+        mv = mlflow.register_model(model_uri, name, tags=carried | {"semisep.run_id": run_id} | (tags or {}))
     return str(mv.version)
 
 
@@ -97,10 +115,9 @@ def local_model_dir(spec: str, tracking_uri: str | None = None) -> str:
         return spec
     import mlflow
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
     try:
-        root = mlflow.artifacts.download_artifacts(artifact_uri=spec)
+        with tracking(tracking_uri):
+            root = mlflow.artifacts.download_artifacts(artifact_uri=spec)
     except Exception as exc:  # MlflowException, missing alias or version, unreachable server
         raise SemisepError(f"{spec}: cannot fetch the model from MLflow ({' '.join(str(exc).split())[:300]})") from None
     found = sorted(Path(root).rglob(MODEL_META))

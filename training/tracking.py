@@ -50,7 +50,7 @@ def experiment_id(tracking_uri: str, name: str) -> str:
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict, tags: dict) -> str:
     """Create a run with params and tags; returns its id (the run is left RUNNING)."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     c = client(tracking_uri)
     run = c.create_run(experiment_id(tracking_uri, experiment), run_name=run_name, tags=tags)

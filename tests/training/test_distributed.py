@@ -108,15 +108,16 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
-def test_resume_gives_the_losses_of_a_straight_run(ingested):
+def test_resume_gives_the_losses_of_a_straight_run(trained):
     from mlflow import MlflowClient
 
     from training.train import train
 
-    cfg, _ = ingested
-    cfg = type(cfg).from_dict(cfg.to_dict())
-    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 4, 2, 1, 10
-    straight = train(cfg, "straight")
+    base, runs = trained
+    straight = runs["semi-supervised"]  # 4 straight steps, validation every 2, with these settings
+    cfg = type(base).from_dict(base.to_dict())
+    cfg.train.alpha = cfg.train.beta = 0.001
+    assert (cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every) == (4, 2, 1)
     cfg.train.max_steps = 2
     train(cfg, "halves")
     cfg.train.max_steps = 4
@@ -154,7 +155,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
     cfg, _ = ingested
     cfg = type(cfg).from_dict(cfg.to_dict())
     cfg.train.alpha = cfg.train.beta = 0.0
-    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 400, 10, 10, 1000
+    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 200, 10, 10, 1000
     storage = os.path.join(cfg.data.workdir, "ray_results")
     killed = []
 
@@ -181,9 +182,9 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
     result = train(cfg, "killable")
     killer.join()
     assert killed, "no training worker was found to kill"
-    assert result.steps == 400
+    assert result.steps == 200
     client = MlflowClient(cfg.tracking_uri)
     resumed = _history(client, result.run_id, "resumed_at_step")
     # continued from the checkpoint registered before the kill (or a later one), not from zero
-    assert len(resumed) == 1 and killed[0][1] <= min(resumed.values()) < 400, (resumed, killed)
-    assert max(_history(client, result.run_id, "val_loss")) == 400
+    assert len(resumed) == 1 and killed[0][1] <= min(resumed.values()) < 200, (resumed, killed)
+    assert max(_history(client, result.run_id, "val_loss")) == 200

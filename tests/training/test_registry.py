@@ -143,8 +143,10 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     assert _aliases(cfg)["champion"] == v["trained"]
 
     # the champion loads by alias through MLflow and separates audio by itself
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
+    from training.registry import tracking
+
+    with tracking(cfg.tracking_uri):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
     audio = (0.1 * np.random.default_rng(0).standard_normal((2, 22050))).astype(np.float32)
     out = model.predict(audio, params={"sample_rate": 22050})
     assert out["vocals"].shape == audio.shape
@@ -163,6 +165,7 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     assert np.abs(vocals.T - out["vocals"]).max() < 1e-5
 
     assert rollback(cfg) == (v["untrained"], v["trained"])
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the server does not leak into later tests' stores
     assert _aliases(cfg) == {"champion": v["untrained"], "previous": v["trained"]}
 
 
