@@ -25,6 +25,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+def run_tags(cfg, dataset_version: str) -> dict[str, str]:
+    """The provenance tags every training run (and sweep trial) carries, copied to registered versions."""
+    return {"semisep.dataset_version": dataset_version, "semisep.git_commit": git_commit(),
+            "semisep.config_hash": cfg.hash(), "semisep.transform_hash": cfg.transform.hash(),
+            "semisep.kind": "semi-supervised" if cfg.train.semi_supervised else "supervised"}
+
+
 def client(tracking_uri: str):
     from mlflow import MlflowClient
 

@@ -21,7 +21,7 @@ from pipeline.ray_session import ensure_ray
 from training.checkpoint import safe_load, save_model
 from training.data import ray_datasets, stream_paths
 from training.registry import log_model
-from training.tracking import git_commit, log_dataset, start_run
+from training.tracking import log_dataset, run_tags, start_run
 from training.worker import train_loop_per_worker
 
 
@@ -55,9 +55,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     if t.batch_size % t.num_workers:
         raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
     kind = "semi-supervised" if t.semi_supervised else "supervised"
-    tags = {"semisep.dataset_version": version, "semisep.git_commit": git_commit(),
-            "semisep.config_hash": cfg.hash(), "semisep.kind": kind,
-            "semisep.transform_hash": cfg.transform.hash()} | (tags or {})
+    tags = run_tags(cfg, version) | (tags or {})
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
     log_dataset(cfg.tracking_uri, run_id, version, os.path.abspath(os.path.join(cfg.data.shards_dir, MANIFEST)),
                 {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})

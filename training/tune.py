@@ -126,7 +126,7 @@ def _trial(config: dict) -> None:
     from pipeline.shards import read_excerpts
     from training.data import stream_paths
     from training.step import batches_from_arrays, build_models, train_step
-    from training.tracking import MetricLogger, git_commit, start_run
+    from training.tracking import MetricLogger, run_tags, start_run
     from training.worker import validate
 
     cfg = Config.from_dict(config["cfg"])
@@ -143,9 +143,8 @@ def _trial(config: dict) -> None:
     _, version = read_manifest(cfg.data.shards_dir)
     kind = "semi-supervised" if t.semi_supervised else "supervised"
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, f"{config['sweep']}-{trial_id}", cfg.to_dict(),
-                       {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id, "semisep.sweep": config["sweep"],
-                        "semisep.kind": kind, "semisep.dataset_version": version, "semisep.git_commit": git_commit(),
-                        "semisep.config_hash": cfg.hash(), "semisep.transform_hash": cfg.transform.hash()})
+                       run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,
+                                                 "semisep.sweep": config["sweep"]})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
     paths = stream_paths(cfg)
