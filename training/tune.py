@@ -238,7 +238,11 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
     total = json.loads(state_file.read_text())["trials"]
     trainable = tune.with_resources(_trial, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
-    param_space = {**_space(cfg), "cfg": cfg.to_dict(), "parent_run_id": parent, "sweep": s.name, "path": path}
+    # trials run in Ray workers with another current directory: ship absolute paths and the resolved store
+    shipped = Config.from_dict(cfg.to_dict())
+    shipped.data.workdir = os.path.abspath(cfg.data.workdir)
+    shipped.mlflow.tracking_uri = cfg.tracking_uri
+    param_space = {**_space(cfg), "cfg": shipped.to_dict(), "parent_run_id": parent, "sweep": s.name, "path": path}
     if resume:
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=param_space)
     else:
@@ -355,7 +359,8 @@ def _plot(summary: pd.DataFrame, dest: Path) -> None:
         ax.scatter(semi[key][stopped], semi.best_val_loss[stopped], marker="x", label="stopped by ASHA")
         for _, r in base.iterrows():
             ax.axhline(r.best_val_loss, color="gray", linestyle="--", label="supervised baseline (alpha = beta = 0)")
-        ax.set_xscale("log")
+        if (semi[key] > 0).any():
+            ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best validation loss")
