@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Scan data.corpora (layouts: musdb18, musdb18hq, dsd100, medleydb, ccmixter, "
                                    "ikala, folder), compute log-magnitude excerpts with the shared transform and\n"
-                                   "write one Parquet shard per track under <workdir>/shards, plus manifest.parquet "
+                                   "write one Parquet shard per track under data.store (default <workdir>/shards), plus manifest.parquet "
                                    "(one row per source file).\n\n"
                                    "Incremental: files unchanged since the last run (size, mtime) are not read again; "
                                    "changed files get new shards,\nand shards of changed or deleted files are removed "
@@ -130,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--candidate", metavar="VERSION|RUN_ID",
                        help="a version number of the registered model, or a training run id (registered if needed)")
     group.add_argument("--rollback", action="store_true", help="move 'champion' back to 'previous'")
+
+    p = sub.add_parser("nightly", help="ingest new audio, train if the data changed, promote through the gate",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="The scheduled job (cron or a Kubernetes CronJob, through `ray job submit`):\n"
+                                   "  1. incremental ingestion of data.corpora into data.store;\n"
+                                   "  2. if the registry holds no nightly model of the new dataset version, train one "
+                                   "(train section,\n     Ray Train) and register it as a version of "
+                                   "mlflow.registered_model tagged semisep.nightly;\n"
+                                   "  3. `semisep promote` that version through the gate.\n"
+                                   "A night with no new or changed audio trains nothing and says so. Each step is "
+                                   "idempotent: a night that\nstopped half way is finished by the next run.\n\n"
+                                   "Exit status: 0 the night ran (promoted, refused by the gate, or nothing to do); "
+                                   f"{EXIT_INGEST_FAILURES} more than\ndata.max_failed_share of the files failed "
+                                   f"(nothing trained); {EXIT_ERROR} an error.")
+    _common(p)
     return parser
 
 
@@ -222,6 +237,13 @@ def cmd_promote(args) -> int:
     decision = promote(cfg, args.candidate)
     print(decision.summary())
     return 0 if decision.promoted else EXIT_REFUSED
+
+
+def cmd_nightly(args) -> int:
+    from pipeline.nightly import nightly
+
+    report = nightly(_config(args), say=lambda line: print(line, flush=True))
+    return EXIT_INGEST_FAILURES if report.failed_ingestion else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -332,7 +354,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "generate-demo": cmd_generate, "ingest": cmd_ingest, "train": cmd_train,
             "evaluate": cmd_evaluate, "separate": cmd_separate, "tune": cmd_tune,
-            "promote": cmd_promote}
+            "promote": cmd_promote, "nightly": cmd_nightly}
 
 if __name__ == "__main__":
     sys.exit(main())

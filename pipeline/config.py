@@ -47,7 +47,14 @@ class CorpusConfig:
 class DataConfig:
     """Where data lives and how excerpts are cut.
 
-    workdir: root of everything a run writes (shards, checkpoints, MLflow store, reports).
+    workdir: the driver's local folder: models, reports, the default MLflow store, and the defaults
+    of ``store`` and ``storage_path``.
+    store: the shards and their manifest, a path or URI (``s3://bucket/semisep/shards``; see
+    pipeline/storage.py); default ``<workdir>/shards``. Every node must reach it.
+    storage_path: Ray Train / Tune results and checkpoints, a path or URI shared by all nodes;
+    default ``<workdir>/ray_results``.
+    task_resources: extra Ray resources each ingestion task asks for, e.g. ``{ingest: 1}`` to keep
+    ingestion on the CPU workers that advertise it (cluster.yaml).
     excerpt_frames: STFT frames per excerpt; a multiple of 2**model.depth.
     excerpt_hop: frames between excerpt starts (less than excerpt_frames overlaps them).
     max_failed_share: ``semisep ingest`` exits with status 3 when more files than this share fail.
@@ -56,6 +63,9 @@ class DataConfig:
     """
 
     workdir: str = "work"
+    store: str = ""
+    storage_path: str = ""
+    task_resources: dict[str, float] = field(default_factory=dict)
     corpora: list[CorpusConfig] = field(default_factory=list)
     excerpt_frames: int = 64
     excerpt_hop: int = 32
@@ -66,7 +76,17 @@ class DataConfig:
 
     @property
     def shards_dir(self) -> str:
-        return os.path.join(self.workdir, "shards")
+        """``store`` or ``<workdir>/shards``: an absolute path or a URI."""
+        from pipeline.storage import normalize
+
+        return normalize(self.store or os.path.join(self.workdir, "shards"))
+
+    @property
+    def results_dir(self) -> str:
+        """``storage_path`` or ``<workdir>/ray_results``: an absolute path or a URI."""
+        from pipeline.storage import normalize
+
+        return normalize(self.storage_path or os.path.join(self.workdir, "ray_results"))
 
 
 @dataclass
@@ -88,6 +108,8 @@ class TrainConfig:
     Validation, early stopping and a checkpoint every ``val_every`` steps and at the end.
     precision: ``fp32`` or ``bf16`` (autocast on the GPU; fp32 on CPU). compile: torch.compile
     the separator (the critics stay eager: the gradient penalty's double backward).
+    worker_resources: extra Ray resources per training worker, e.g. ``{trainer: 1}`` so workers
+    land only on nodes that advertise it (one per node when each node has one).
     """
 
     alpha: float = 0.001
@@ -105,6 +127,7 @@ class TrainConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    worker_resources: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
     compile: bool = False
 

@@ -96,7 +96,12 @@ class _Track:
 
 
 def scan_corpus(cfg: CorpusConfig) -> list[TrackSpec]:
-    root = Path(cfg.path)
+    if "://" in cfg.path:
+        raise SemisepError(f"corpus {cfg.name!r}: path {cfg.path} is a URI; source audio is read from a local or "
+                           "mounted folder every node sees at the same path (e.g. s3fs, gcsfuse, NFS), "
+                           "while shards, checkpoints and MLflow artifacts may live on s3:// or gs://")
+    # absolute, so Ray workers on any node (whose working directory differs) open the same files
+    root = Path(cfg.path).absolute()
     if not root.is_dir():
         raise SemisepError(f"corpus {cfg.name!r}: folder {cfg.path} does not exist")
     if cfg.format not in ADAPTERS:

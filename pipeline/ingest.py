@@ -18,12 +18,12 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.audio import resample, to_mono
 from pipeline.config import Config
 from pipeline.corpora import TrackSpec, load_source, scan_corpus
@@ -81,7 +81,7 @@ def track_hash(spec: TrackSpec, file_hashes: dict[str, str], recipe: Recipe) -> 
 
 
 def shard_path(shards_dir: str, spec: TrackSpec, content_hash: str) -> str:
-    return os.path.join(shards_dir, spec.corpus, spec.split, spec.role, f"part-{content_hash[:20]}.parquet")
+    return storage.join(shards_dir, spec.corpus, spec.split, spec.role, f"part-{content_hash[:20]}.parquet")
 
 
 def _new_rows(spec: TrackSpec) -> dict[str, dict]:
@@ -141,8 +141,9 @@ def process_track(spec: TrackSpec, recipe: Recipe, shards_dir: str, known: dict[
         out = shard_path(shards_dir, spec, content)
         for row in rows.values():
             row.update(track_hash=content, shard=out)
-        if os.path.exists(out):  # same bytes as a shard already written (e.g. a touched file)
-            n = pq.ParquetFile(out).metadata.num_rows
+        if storage.exists(out):  # same bytes as a shard already written (e.g. a touched file)
+            fs, inner = storage.resolve(out)
+            n = pq.ParquetFile(inner, filesystem=fs).metadata.num_rows
             for row in rows.values():
                 row["excerpts"] = n
             return list(rows.values())
@@ -216,33 +217,35 @@ def _reusable(spec: TrackSpec, previous: list[dict], recipe: Recipe) -> bool:
             return False
     if track_hash(spec, {p: r["file_hash"] for p, r in by_path.items()}, recipe) != previous[0]["track_hash"]:
         return False
-    return previous[0]["status"] != "ok" or os.path.exists(previous[0]["shard"])
+    return previous[0]["status"] != "ok" or storage.exists(previous[0]["shard"])
 
 
 def _remove_temp_files(shards_dir: str) -> int:
     """Temp files of a run that was killed mid-write (the lock says none is running now)."""
-    removed = 0
-    for tmp in Path(shards_dir).rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    temps = storage.list_files(shards_dir, lambda name: name.startswith(".") and name.endswith(".tmp"))
+    for tmp in temps:
+        storage.delete(tmp)
+    return len(temps)
 
 
 def _prune(shards_dir: str, manifest: pd.DataFrame) -> int:
     """Delete shards the new manifest does not name (their files changed or were deleted)."""
     in_use = set(manifest[manifest.status == "ok"].shard)
-    removed = 0
-    for shard in Path(shards_dir).rglob("part-*.parquet"):
-        if str(shard) not in in_use:
-            shard.unlink()
-            removed += 1
-    return removed
+    stale = [s for s in storage.list_files(shards_dir, lambda name: name.startswith("part-") and name.endswith(".parquet"))
+             if s not in in_use]
+    for shard in stale:
+        storage.delete(shard)
+    return len(stale)
 
 
 def ingest(cfg: Config, progress: bool = True) -> IngestReport:
-    """Ingest every corpus of ``cfg`` incrementally with Ray Data; write the manifest."""
-    shards_dir = os.path.abspath(cfg.data.shards_dir)
-    with store_lock(shards_dir):
+    """Ingest every corpus of ``cfg`` incrementally with Ray Data; write the manifest.
+
+    Shards and manifest go to ``data.store`` (a path or URI); source audio is read from local or
+    mounted paths that every node sees at the same place.
+    """
+    shards_dir = cfg.data.shards_dir
+    with store_lock(shards_dir, cfg.data.workdir):
         return _ingest_locked(cfg, shards_dir, progress)
 
 
@@ -292,7 +295,8 @@ def _run_ray(cfg: Config, todo: list[dict], recipe: Recipe, shards_dir: str, pro
     ray.data.DataContext.get_current().enable_progress_bars = False
     files = sum(len(TrackSpec(**json.loads(t["spec"])).paths()) for t in todo)
     ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-    ds = ds.map(_process_item, fn_kwargs={"recipe": recipe, "shards_dir": shards_dir}, num_cpus=1)
+    ds = ds.map(_process_item, fn_kwargs={"recipe": recipe, "shards_dir": shards_dir}, num_cpus=1,
+                resources=cfg.data.task_resources or None)
     rows, audio_s, started = [], 0.0, time.time()
     with tqdm(total=files, desc="ingest", unit="file", disable=not progress) as bar:
         for item in ds.iter_rows():

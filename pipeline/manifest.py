@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig
 
@@ -62,24 +63,22 @@ def dataset_version(manifest: pd.DataFrame, transform: TransformConfig) -> str:
 
 
 def write_manifest(manifest: pd.DataFrame, shards_dir: str, version: str) -> str:
-    """Write atomically (temp name, then rename): a reader sees the old or the new manifest."""
-    path = Path(shards_dir) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a reader sees the old or the new manifest (``shards_dir``: path or URI)."""
+    path = storage.join(shards_dir, MANIFEST)
     table = pa.Table.from_pandas(manifest[list(COLUMNS)], preserve_index=False)
     table = table.replace_schema_metadata({"semisep.dataset_version": version})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return str(path)
+    storage.write_atomic(path, lambda fs, p: pq.write_table(table, p, filesystem=fs))
+    return path
 
 
 def read_manifest(shards_dir: str, missing_ok: bool = False) -> tuple[pd.DataFrame, str]:
-    path = Path(shards_dir) / MANIFEST
-    if not path.exists():
+    path = storage.join(shards_dir, MANIFEST)
+    if not storage.exists(path):
         if missing_ok:
             return empty_manifest(), ""
         raise SemisepError(f"{path}: no manifest; run `semisep ingest` first")
-    table = pq.read_table(path)
+    fs, inner = storage.resolve(path)
+    table = pq.read_table(inner, filesystem=fs)
     version = (table.schema.metadata or {}).get(b"semisep.dataset_version", b"").decode()
     manifest = table.to_pandas()
     if list(manifest.columns) != list(COLUMNS):
@@ -119,11 +118,21 @@ def file_lock(path: str | os.PathLike, wait: bool = False):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def lock_path(shards_dir: str, workdir: str) -> str:
+    """The ingestion lock: in the store when it is a file system (local or a shared mount, where
+    ``flock`` works), else (object stores) in ``<workdir>/locks``: then only ingestions started from
+    machines sharing that workdir exclude each other; run nightly ingestion from one place (the head)."""
+    if storage.is_local(shards_dir):
+        return os.path.join(storage.local_path(shards_dir), LOCK)
+    key = hashlib.sha256(shards_dir.encode()).hexdigest()[:16]
+    return os.path.join(os.path.abspath(workdir), "locks", f"ingest-{key}.lock")
+
+
 @contextmanager
-def store_lock(shards_dir: str):
+def store_lock(shards_dir: str, workdir: str = "."):
     """Hold the store's lock for the block; a second ingestion of the same store is refused."""
     try:
-        with file_lock(Path(shards_dir) / LOCK):
+        with file_lock(lock_path(shards_dir, workdir)):
             yield
     except BlockingIOError as busy:
         raise SemisepError(

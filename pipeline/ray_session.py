@@ -1,4 +1,8 @@
-"""Starting or joining Ray: a local Ray by default, a cluster when ``ray.address`` is set."""
+"""Starting or joining Ray: a local Ray by default, a cluster when ``ray.address`` is set.
+
+Inside a job (``ray job submit -- semisep ...``) Ray's job driver sets RAY_ADDRESS and
+``ray.init()`` joins that cluster; semisep then never asks for a local Ray's CPU count.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +29,11 @@ def ensure_ray(cfg: Config) -> None:
         # unavailable, which buried every line semisep prints. Errors and tracebacks still show.
         logging_config=ray.LoggingConfig(log_level="ERROR"),
     )
-    if not cfg.ray.address:
+    joining = bool(cfg.ray.address and cfg.ray.address != "local") or "RAY_ADDRESS" in os.environ
+    if not joining:
         kwargs["num_cpus"] = cfg.ray.num_cpus or os.cpu_count()
-    if cfg.ray.address and cfg.ray.address != "local":
+    if cfg.ray.address.startswith("ray://"):
+        # Ray Client from a laptop: ship the code; cluster nodes install the project (cluster.yaml)
         kwargs["runtime_env"] = {"working_dir": root, "excludes": [".venv", "work", ".git"]}
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     ray.init(**kwargs)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.errors import SemisepError
 from pipeline.spectrogram import TransformConfig
 
@@ -51,9 +51,9 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
                 dtype: str = "float16") -> int:
     """Write excerpts of ``sources`` (name -> (freq_bins, total_frames)) as one shard, atomically.
 
-    meta holds track_id, corpus, split, role. Returns the number of rows.
+    meta holds track_id, corpus, split, role. ``path`` is a local path or a URI (pipeline/storage.py).
+    Returns the number of rows.
     """
-    path = Path(path)
     n = len(starts)
     columns: dict[str, pa.Array] = {
         "track_id": pa.array([meta["track_id"]] * n, pa.string()),
@@ -67,10 +67,7 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
         blobs = [np.ascontiguousarray(spec[:, s:s + excerpt_frames], dtype=dtype).tobytes() for s in starts]
         columns[name] = pa.array(blobs, pa.binary())
     table = pa.table(columns).replace_schema_metadata(shard_metadata(transform, excerpt_frames, dtype))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    storage.write_atomic(str(path), lambda fs, p: pq.write_table(table, p, compression="zstd", filesystem=fs))
     return n
 
 
@@ -89,7 +86,8 @@ def check_shard(path: str | os.PathLike, transform: TransformConfig, excerpt_fra
     Returns the stored dtype.
     """
     try:
-        meta = pq.read_schema(path).metadata or {}
+        fs, inner = storage.resolve(str(path))
+        meta = pq.read_schema(inner, filesystem=fs).metadata or {}
     except (OSError, pa.ArrowInvalid) as exc:
         raise SemisepError(f"{path}: not a readable Parquet shard ({exc})") from None
     meta = {k.decode(): v.decode() for k, v in meta.items()}
@@ -123,7 +121,8 @@ def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
     arrays = []
     for path in paths:
         dtype = check_shard(path, transform, excerpt_frames)
-        blobs = pq.read_table(path, columns=[column]).column(column).to_pylist()
+        fs, inner = storage.resolve(path)
+        blobs = pq.read_table(inner, columns=[column], filesystem=fs).column(column).to_pylist()
         arrays.append(decode(blobs, transform.freq_bins, excerpt_frames, dtype))
     if not arrays:
         return np.zeros((0, transform.freq_bins, excerpt_frames), np.float32)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,6 +31,50 @@ def tiny_config(workdir, corpus, **extra):
     ]
     overrides += [f"{k}={v}" for k, v in extra.items()]
     return load_config(None, overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, ready, proc: subprocess.Popen | None = None, log=None, timeout: float = 120) -> None:
+    """Poll ``ready()`` until true; fail with the log's tail if ``proc`` died or time ran out."""
+    deadline = time.time() + timeout
+    while not ready():
+        if (proc is not None and proc.poll() is not None) or time.time() > deadline:
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"{what} did not start: {tail}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def mlflow_server_process(root):
+    """A real `mlflow server` on loopback (SQLite, local artifacts) for the block; yields its URL."""
+    port = free_port()
+    log_path = root / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/server.db",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for("mlflow server", healthy, proc, log_path)
+        yield url
+    finally:
+        os.killpg(proc.pid, 9)  # the server's uvicorn workers ignore a polite SIGTERM for a long while
+        proc.wait(30)
+        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from pipeline import storage as store
 from pipeline.config import Config
 from pipeline.errors import SemisepError
 from pipeline.manifest import MANIFEST, read_manifest
@@ -42,8 +42,8 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     """Train one separator with Ray Train; returns where the best model landed.
 
     ``tags`` are added to the MLflow run (a sweep passes ``mlflow.parentRunId``), ``callbacks`` to
-    Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` replaces
-    ``<workdir>/ray_results``, ``gpus_per_worker`` may be a fraction.
+    Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` (path or URI) replaces
+    ``data.storage_path``, ``gpus_per_worker`` may be a fraction.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -57,12 +57,12 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     kind = "semi-supervised" if t.semi_supervised else "supervised"
     tags = run_tags(cfg, version) | (tags or {})
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
-    log_dataset(cfg.tracking_uri, run_id, version, os.path.abspath(os.path.join(cfg.data.shards_dir, MANIFEST)),
+    log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
                 {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
-    storage = os.path.abspath(storage or os.path.join(cfg.data.workdir, "ray_results"))
+    storage = store.normalize(storage) if storage else cfg.data.results_dir
     # each run gets its own folder, so a second run of the same name never restores the first
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resume_from = _latest_checkpoint(Path(storage), name) if resume else None
+    resume_from = _latest_checkpoint(storage, name) if resume else None
     if resume and resume_from is None:
         raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
     threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // t.num_workers)
@@ -72,7 +72,8 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
                            "resume_from": resume_from},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu or gpus_per_worker > 0,
-            resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": gpus_per_worker} if gpus_per_worker else {})),
+            resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": gpus_per_worker} if gpus_per_worker else {})
+            | t.worker_resources),
         run_config=ray.train.RunConfig(
             name=run_dir_name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -111,7 +112,13 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
                        meta["step"], early)
 
 
-def _latest_checkpoint(storage: Path, name: str) -> str | None:
-    """Folder of the newest checkpoint of any earlier run called ``name``."""
-    found = sorted(storage.glob(f"{name}-*/step_*/state.pt"), key=lambda p: (p.parent.parent.name, p.parent.name))
-    return str(found[-1].parent) if found else None
+def _latest_checkpoint(storage: str, name: str) -> str | None:
+    """Folder (path or URI) of the newest checkpoint of any earlier run called ``name``."""
+    found = []
+    for path in store.list_files(storage, lambda base: base == "state.pt"):
+        step_dir, _ = path.rsplit("/", 1)
+        run_dir, step = step_dir.rsplit("/", 1)
+        run = run_dir.rsplit("/", 1)[1]
+        if run.startswith(f"{name}-") and step.startswith("step_"):
+            found.append((run, step, step_dir))
+    return max(found)[2] if found else None

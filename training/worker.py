@@ -160,6 +160,19 @@ def _restore(loop_config: dict, models: Models) -> tuple[int, dict, dict[str, in
     return meta["step"], best, meta.get("positions", {})
 
 
+def _worker_nodes() -> list[str]:
+    """The Ray node id of every worker, by rank (tagged on the run: where did the workers land)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [node]
+    nodes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return nodes
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -193,6 +206,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     paired = feeders["paired"]
     valid = _load_valid(ray.train.get_dataset_shard("valid"), device)
     logger = MetricLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 and loop_config.get("run_id") else None
+    nodes = _worker_nodes()
+    if logger:
+        logger.client.set_tag(logger.run_id, "semisep.worker_nodes", ",".join(nodes))
     if logger and step:
         logger.log({"resumed_at_step": step}, step)
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -17,34 +14,15 @@ import torch
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
+from tests.conftest import mlflow_server_process
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    os.killpg(proc.pid, 9)  # the server's uvicorn workers ignore a polite SIGTERM for a long while
-    proc.wait(30)
+    with mlflow_server_process(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
 
 
 def _fit(cfg: Config, steps: int) -> dict:

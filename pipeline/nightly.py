@@ -1,0 +1,94 @@
+"""The nightly job: ingest what is new, train when the data changed, put the model through the gate.
+
+``nightly(cfg)`` is what cron (or a Kubernetes CronJob) runs through ``ray job submit``:
+
+1. incremental ingestion (``pipeline/ingest.py``); too many failed files stop the night here;
+2. if no nightly model of the resulting dataset version exists in the registry, train one with
+   the config's ``train`` section (Ray Train) and register it, tagged ``semisep.nightly``;
+3. promote it through the gate (``evaluation/promote.py``) unless the gate has already ruled on it.
+
+Every step is idempotent, so a night that crashed half way finishes on the next run without
+training twice: a registered but ungated version is gated, a gated one ends the night.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.config import Config
+
+NIGHTLY_TAG = "semisep.nightly"
+
+
+@dataclass
+class NightlyReport:
+    dataset_version: str
+    ingest_summary: str
+    trained_run_id: str | None = None
+    version: str | None = None
+    decision: object | None = None  # evaluation.promote.Decision
+    failed_ingestion: bool = False
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def trained(self) -> bool:
+        return self.trained_run_id is not None
+
+
+def nightly_versions(cfg: Config, dataset_version: str) -> list:
+    """Registered nightly versions of ``mlflow.registered_model`` trained on ``dataset_version``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    try:
+        found = client.search_model_versions(f"name='{cfg.mlflow.registered_model}'")
+    except MlflowException:
+        return []
+    return sorted((v for v in found if v.tags.get(NIGHTLY_TAG) == "true"
+                   and v.tags.get("semisep.dataset_version") == dataset_version), key=lambda v: int(v.version))
+
+
+def nightly(cfg: Config, say=print) -> NightlyReport:
+    from evaluation.promote import TAG, promote
+    from pipeline.ingest import format_report, ingest
+    from training.registry import register
+    from training.train import train
+
+    say("[1/3] ingest")
+    ingested = ingest(cfg, progress=False)
+    report = NightlyReport(ingested.dataset_version, format_report(ingested))
+    say(report.ingest_summary)
+    if ingested.failed_share > cfg.data.max_failed_share:
+        report.failed_ingestion = True
+        say(f"stopping: {len(ingested.failed)} of {len(ingested.manifest)} files failed (more than "
+            f"data.max_failed_share={cfg.data.max_failed_share}); fix or remove them, then rerun")
+        return report
+
+    version = ingested.dataset_version
+    existing = nightly_versions(cfg, version)
+    gated = [v for v in existing if v.tags.get(TAG + "decision")]
+    if gated:
+        v = gated[-1]
+        say(f"[2/3] no new data: dataset version {version} was already trained (run {v.tags.get('semisep.run_id')}) "
+            f"and gated as {cfg.mlflow.registered_model} version {v.version} "
+            f"({v.tags[TAG + 'decision']} on {v.tags.get(TAG + 'evaluated_at', '?')}); nothing to train")
+        report.version = v.version
+        return report
+    if existing:
+        report.version = existing[-1].version
+        say(f"[2/3] dataset version {version}: version {report.version} was trained and registered by an earlier "
+            "run that stopped before the gate; gating it now")
+    else:
+        name = f"nightly-{version[:8]}"
+        say(f"[2/3] dataset version {version} has no nightly model: training {name}")
+        result = train(cfg, name, tags={NIGHTLY_TAG: "true"})
+        report.trained_run_id = result.run_id
+        say(f"  best validation loss {result.best_val_loss:.4f} at step {result.best_step} of {result.steps}; "
+            f"MLflow run {result.run_id}")
+        report.version = register(cfg.tracking_uri, cfg.mlflow.registered_model, result.run_id, {NIGHTLY_TAG: "true"})
+        say(f"  registered as {cfg.mlflow.registered_model} version {report.version}")
+    say("[3/3] promotion gate")
+    report.decision = promote(cfg, report.version)
+    say(report.decision.summary())
+    return report

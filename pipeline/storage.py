@@ -1,0 +1,114 @@
+"""Where shards, the manifest and checkpoints live: a local path or a URI, through pyarrow filesystems.
+
+A location is a plain path (``work/shards``, ``/mnt/nfs/shards``) or a URI that
+``pyarrow.fs.FileSystem.from_uri`` understands (``file:///...``, ``s3://bucket/prefix``,
+``gs://bucket/prefix``, ``hdfs://...``). Locations are carried around as strings; the functions
+here resolve them when they touch the store. Plain paths are made absolute, so a location
+shipped to a Ray worker on another node means the same folder (a mount every node shares).
+
+Atomic writes: on a local or mounted file system a file is written under a temp name and renamed;
+on an object store (S3, GCS) an upload becomes visible whole when it completes, so it is written
+in place. Either way a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Callable
+
+import pyarrow.fs as pafs
+
+from pipeline.errors import SemisepError
+
+
+def has_scheme(location: str) -> bool:
+    return "://" in location
+
+
+def normalize(location: str) -> str:
+    """Absolute local paths; URIs unchanged (``file://`` URIs stay URIs)."""
+    return location if has_scheme(location) else os.path.abspath(location)
+
+
+def resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a path or URI; an unusable URI names the setting's value."""
+    if not has_scheme(location):
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (ValueError, OSError, NotImplementedError) as exc:  # ArrowInvalid, ArrowNotImplementedError
+        raise SemisepError(f"{location}: not a storage location this machine can open ({exc})") from None
+
+
+def is_local(location: str) -> bool:
+    """True for plain paths and ``file://`` URIs: locks and renames work there."""
+    return isinstance(resolve(location)[0], pafs.LocalFileSystem)
+
+
+def local_path(location: str) -> str:
+    """The file system path of a local location (plain path or ``file://`` URI)."""
+    fs, path = resolve(location)
+    assert isinstance(fs, pafs.LocalFileSystem), location
+    return path
+
+
+def join(location: str, *parts: str) -> str:
+    if has_scheme(location):
+        return posixpath.join(location.rstrip("/"), *parts)
+    return os.path.join(location, *parts)
+
+
+def exists(location: str) -> bool:
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(location: str, name_filter: Callable[[str], bool]) -> list[str]:
+    """Every file under ``location`` (recursively) whose base name passes the filter, as locations."""
+    fs, root = resolve(location)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    found = [i.path for i in infos if i.type == pafs.FileType.File and name_filter(i.base_name)]
+    return sorted(_relocate(location, root, p) for p in found)
+
+
+def _relocate(location: str, root: str, path: str) -> str:
+    """A path the filesystem returned, written in the style of ``location`` (URI or plain)."""
+    if not has_scheme(location):
+        return path
+    rel = posixpath.relpath(path, root.rstrip("/") or "/")
+    return join(location, rel) if rel != "." else location
+
+
+def delete(location: str) -> None:
+    fs, path = resolve(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_atomic(location: str, write: Callable[[pafs.FileSystem, str], None]) -> None:
+    """Call ``write(fs, path)`` so that ``location`` appears whole or not at all."""
+    fs, path = resolve(location)
+    fs.create_dir(posixpath.dirname(path) if has_scheme(location) else os.path.dirname(path), recursive=True)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        write(fs, path)
+        return
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(fs, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = resolve(location)
+    with fs.open_input_stream(path) as fh:
+        return fh.read()

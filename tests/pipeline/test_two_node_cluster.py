@@ -1,0 +1,162 @@
+"""A real two-node Ray cluster on this machine: `ray job submit` of ingestion and the nightly job,
+2-worker training placed one worker per node, shards and checkpoints on shared storage (file://
+URIs through pyarrow), runs in a real `mlflow server`.
+
+Both nodes are `ray start` processes on loopback addresses of their own (127.0.0.2 head,
+127.0.0.3 worker; Ray turns 127.0.0.1 into the machine's outward address), with their own temp
+dirs and token authentication as cluster.yaml sets it up. Every process the cluster started is
+found by its RAY_TMPDIR (and its children) and killed by pid; a `ray stop` would also kill any
+other Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import TINY, free_port, mlflow_server_process, tiny_config, wait_for
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
+def _cluster_processes(temp_root: str) -> set[int]:
+    """Processes started for this cluster: RAY_TMPDIR under ``temp_root``, and their children
+    (Ray's agents drop RAY_TMPDIR from their environment but are the raylet's children)."""
+    found = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAY_TMPDIR", "").startswith(temp_root):
+                found.add(proc.pid)
+                found.update(c.pid for c in proc.children(recursive=True))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@contextmanager
+def two_node_cluster():
+    """Head (2 CPUs, 1 `trainer`) and worker (2 CPUs, 1 `trainer`, 2 `ingest`); yields (dashboard URL, env)."""
+    # a short root: Ray's unix sockets live under it and their paths must stay under 108 bytes
+    root = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    token = Path(root) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+               RAY_USAGE_STATS_ENABLED="0")
+    gcs, dashboard = free_port(), free_port()
+
+    def start(name: str, args: list[str]) -> None:
+        node_env = env | {"RAY_TMPDIR": os.path.join(root, name)}
+        os.makedirs(node_env["RAY_TMPDIR"])
+        out = subprocess.run([str(BIN / "ray"), "start", *args, "--disable-usage-stats",
+                              f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                              f"--runtime-env-agent-port={free_port()}"],
+                             env=node_env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, f"ray start ({name}) failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+
+    try:
+        start("head", ["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs}", "--num-cpus=2",
+                       '--resources={"trainer": 1}', "--include-dashboard=true", f"--dashboard-host={HEAD_IP}",
+                       f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}"])
+        start("worker", [f"--address={HEAD_IP}:{gcs}", f"--node-ip-address={WORKER_IP}", "--num-cpus=2",
+                         '--resources={"trainer": 1, "ingest": 2}'])
+        yield f"http://{HEAD_IP}:{dashboard}", env
+    finally:
+        for _ in range(3):  # a dying raylet may still start a worker: sweep until none is left
+            pids = _cluster_processes(root)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1)
+        assert not _cluster_processes(root), "cluster processes survived the clean-up"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def submit(address: str, env: dict, *args: str, timeout: float = 600) -> str:
+    """`ray job submit` of one semisep command; returns the job's output, fails on a failed job."""
+    out = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", str(BIN / "semisep"), *args],
+                         env=env, capture_output=True, text=True, timeout=timeout)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "succeeded" in text, f"job {args} failed:\n{text[-6000:]}"
+    return text
+
+
+def _files(root: Path, name: str) -> list[Path]:
+    return sorted(root.rglob(name))
+
+
+def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
+    from mlflow import MlflowClient
+
+    from pipeline.demo_corpus import generate_demo_corpus
+
+    corpus = tmp_path / "corpus"
+    generate_demo_corpus(corpus, seed=3, progress=False, **TINY)
+    shared = tmp_path / "shared"  # stands for S3/NFS: both nodes reach it through file:// URIs
+    with mlflow_server_process(tmp_path) as mlflow_url, two_node_cluster() as (address, env):
+        cfg = tiny_config(tmp_path / "driver", corpus, **{
+            "data.store": f"file://{shared}/shards", "data.storage_path": f"file://{shared}/ray_results",
+            "data.task_resources": "{ingest: 1}", "train.num_workers": 2, "train.worker_resources": "{trainer: 1}",
+            "mlflow.tracking_uri": mlflow_url, "mlflow.experiment": "cluster", "promote.floor_db": -100,
+            "promote.lock": str(shared / "registry.lock")})
+        config = tmp_path / "cluster-test.yaml"
+        config.write_text(yaml.safe_dump(cfg.to_dict()))
+        client = MlflowClient(mlflow_url)
+
+        # 1. ingestion as a job: shards and manifest land in the shared store
+        out = submit(address, env, "ingest", "--config", str(config))
+        assert "dataset version" in out
+        shards = _files(shared / "shards", "part-*.parquet")
+        assert len(shards) >= 5 and (shared / "shards" / "manifest.parquet").exists()
+
+        # 2. the nightly job: nothing new to ingest, trains on both nodes, registers, gates
+        out = submit(address, env, "nightly", "--config", str(config))
+        assert "has no nightly model: training" in out and "promotion gate" in out, out[-3000:]
+        runs = client.search_runs([client.get_experiment_by_name("cluster").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        nodes = runs[0].data.tags["semisep.worker_nodes"].split(",")
+        assert len(nodes) == 2 and len(set(nodes)) == 2, f"both workers on one node: {nodes}"
+        assert "val_loss" in runs[0].data.metrics
+        checkpoints = _files(shared / "ray_results", "state.pt")
+        assert checkpoints and all(p.parent.name.startswith("step_") for p in checkpoints)
+        versions = client.search_model_versions(f"name='{cfg.mlflow.registered_model}'")
+        assert len(versions) == 1 and versions[0].tags["semisep.promotion.decision"] in ("promoted", "refused")
+
+        # 3. the same night again: no new audio, no training, and it says so
+        out = submit(address, env, "nightly", "--config", str(config))
+        assert "no new data" in out and "nothing to train" in out
+        assert len(client.search_runs([runs[0].info.experiment_id])) == 1
+
+        # 4. new unpaired vocals arrive: ingested, trained on, gated
+        new = corpus / "unpaired" / "vocals" / "arrived_tonight.wav"
+        shutil.copy(next((corpus / "unpaired" / "vocals").glob("*.wav")), new)
+        with open(new, "r+b") as fh:  # other bytes than its twin: a new file, a new shard
+            fh.seek(-64, os.SEEK_END)
+            fh.write(bytes(64))
+        out = submit(address, env, "nightly", "--config", str(config))
+        assert "1 files processed now" in out, out[-3000:]
+        assert "has no nightly model: training" in out and "promotion gate" in out
+        assert len(client.search_runs([runs[0].info.experiment_id])) == 2
+        versions = client.search_model_versions(f"name='{cfg.mlflow.registered_model}'")
+        assert len(versions) == 2 and all("semisep.promotion.decision" in v.tags for v in versions)
+        assert len({v.tags["semisep.dataset_version"] for v in versions}) == 2
