@@ -212,6 +212,26 @@ class RayConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """``semisep experiment``: the supervised baseline against the semi-supervised model.
+
+    For each seed in ``seeds`` both are trained with the train section's settings (the baseline
+    with alpha = beta = 0 and no critics), same architecture, data order, step budget and early
+    stopping, as Ray Tune trials of one device each (``gpus_per_trial`` GPUs, fractions share one;
+    ``max_concurrent`` at once, 0: as many as fit). Both are scored with museval on every entry of
+    ``test_sets`` (``{name, corpus, split}``; the first is the headline). ``generate_demo``: write
+    the demo corpus (the demo section's sizes) under <workdir>/demo_corpus and ingest it first.
+    """
+
+    name: str = "experiment"
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    test_sets: list = field(default_factory=list)
+    generate_demo: bool = False
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0
+
+
+@dataclass
 class DemoConfig:
     """Sizes of the generated demo corpus (see pipeline/demo_corpus.py)."""
 
@@ -235,6 +255,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     @property
@@ -306,7 +327,8 @@ def _build(cls, raw: Any, where: str):
 
 def _dataclass_for(type_name: Any):
     names = {c.__name__: c for c in (TransformConfig, DataConfig, ModelConfig, TrainConfig,
-                                     EvalConfig, MlflowConfig, TuneConfig, PromoteConfig, RayConfig, DemoConfig)}
+                                     EvalConfig, MlflowConfig, TuneConfig, PromoteConfig, RayConfig, DemoConfig,
+                                     ExperimentConfig)}
     return names.get(type_name if isinstance(type_name, str) else getattr(type_name, "__name__", ""))
 
 

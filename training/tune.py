@@ -25,8 +25,8 @@ from ray.tune.search import Searcher
 
 from pipeline.config import Config
 from pipeline.errors import SemisepError
+from training.trial import SEARCHED, trial
 
-SEARCHED = ("alpha", "beta", "n_critic", "lr", "critic_lr")
 STATE = "semisep_sweep.json"  # parent run id and settings, next to Tune's experiment state
 
 
@@ -112,99 +112,6 @@ class BaselineFirst(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-def _trial(config: dict) -> None:
-    """One trial: the training step of ``semisep train`` on one device, reporting each validation to Tune.
-
-    Data are the same shards, read into memory (a trial is small); the MLflow child run, the
-    validation, patience and the logged pyfunc are those of ``semisep train``.
-    """
-    import torch
-    from mlflow import MlflowClient
-    from ray import tune
-
-    from pipeline.manifest import read_manifest
-    from pipeline.shards import read_excerpts
-    from training.data import stream_paths
-    from training.step import batches_from_arrays, build_models, train_step
-    from training.tracking import MetricLogger, run_tags, start_run
-    from training.worker import validate
-
-    cfg = Config.from_dict(config["cfg"])
-    t = cfg.train
-    for key in SEARCHED:
-        setattr(t, key, type(getattr(t, key))(config[key]))
-    trial_id = tune.get_context().get_trial_id()
-    parent = config["parent_run_id"]
-    client = MlflowClient(cfg.tracking_uri)
-    # a trial restarted by --resume replaces its unfinished child run instead of adding a second one
-    for run in client.search_runs([client.get_run(parent).info.experiment_id],
-                                  f"tags.semisep.trial_id = '{trial_id}' and tags.mlflow.parentRunId = '{parent}'"):
-        client.delete_run(run.info.run_id)
-    _, version = read_manifest(cfg.data.shards_dir)
-    kind = "semi-supervised" if t.semi_supervised else "supervised"
-    run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, f"{config['sweep']}-{trial_id}", cfg.to_dict(),
-                       run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,
-                                                 "semisep.sweep": config["sweep"]})
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(max(1, int(t.cpus_per_worker)))
-    paths = stream_paths(cfg)
-
-    def arrays(stream: str, columns) -> dict[str, torch.Tensor]:
-        return {c: torch.from_numpy(read_excerpts(paths[stream], c, cfg.transform, cfg.data.excerpt_frames)).to(device)
-                for c in columns}
-
-    sources = ("mixture", "vocals", "accompaniment")
-    paired = batches_from_arrays(arrays("paired", sources), t.batch_size, t.seed)
-    unpaired = None
-    if t.semi_supervised:
-        streams = {r: batches_from_arrays(arrays(r, [r]), t.batch_size, t.seed * 1000 + 7 * (i + 1))
-                   for i, r in enumerate(sources)}
-        unpaired = lambda: {r: next(s)[r] for r, s in streams.items()}  # noqa: E731
-    valid = arrays("valid", sources)
-    torch.manual_seed(t.seed)
-    models = build_models(cfg, device)
-    logger = MetricLogger(cfg.tracking_uri, run_id)
-    best = {"val_loss": float("inf"), "step": 0, "bad": 0, "state": None}
-    step = 0
-    while step < t.max_steps:
-        metrics = train_step(models, lambda: next(paired), unpaired, cfg)
-        step += 1
-        if step % t.log_every == 0:
-            logger.log(metrics, step)
-        if step % t.val_every and step != t.max_steps:
-            continue
-        val = validate(models.separator, valid, t.batch_size)
-        if val["val_loss"] < best["val_loss"]:
-            best.update(val_loss=val["val_loss"], step=step, bad=0,
-                        state={k: v.detach().cpu().clone() for k, v in models.separator.state_dict().items()})
-        else:
-            best["bad"] += 1
-        stop = best["bad"] >= t.patience
-        report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"], "early_stopped": float(stop)}
-        logger.log({k: v for k, v in report.items() if k != "step"}, step)
-        if stop or step >= t.max_steps:
-            # finish before the last report: the scheduler ends the trial as soon as it sees it
-            _finish(cfg, client, run_id, best, {"name": trial_id, "run_id": run_id, "kind": kind,
-                                                "dataset_version": version, "best_step": best["step"]})
-        tune.report(report)  # ASHA may stop the trial here
-        if stop:
-            break
-
-
-def _finish(cfg: Config, client, run_id: str, best: dict, info: dict) -> None:
-    """Log the best separator of a trial as its run's pyfunc and close the run."""
-    import tempfile
-
-    from training.checkpoint import save_model
-    from training.registry import log_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_model(tmp, best["state"], cfg, info)
-        client.set_tag(run_id, "semisep.best_step", str(best["step"]))
-        client.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
-    client.set_terminated(run_id, "FINISHED")
-
-
 def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> SweepResult:
     import ray
     from ray import tune
@@ -237,7 +144,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         Path(path).mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
     total = json.loads(state_file.read_text())["trials"]
-    trainable = tune.with_resources(_trial, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
+    trainable = tune.with_resources(trial, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
     # trials run in Ray workers with another current directory: ship absolute paths and the resolved store
     shipped = Config.from_dict(cfg.to_dict())
     shipped.data.workdir = os.path.abspath(cfg.data.workdir)

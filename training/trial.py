@@ -1,0 +1,119 @@
+"""One training run on one device, in-process, as a Ray Tune function trainable.
+
+Sweeps (``semisep tune``) and experiments (``semisep experiment``) run their trials through
+``trial``: the training step, validation, patience and MLflow logging of ``semisep train``, on
+one device (a GPU or a GPU fraction, or CPUs), the shards read into memory, each validation
+reported with ``tune.report``. The trial's best separator is logged to its MLflow child run as a
+pyfunc (tag ``semisep.model_uri``) before the last report, since a scheduler may end the trial
+as soon as it sees that report.
+
+``config`` (Tune's param space) holds ``cfg`` (the Config as a dict), ``parent_run_id``,
+``sweep`` (the group's name), and the train settings to change: any of ``SEARCHED`` at the top
+level (a sweep's sampled values) and/or an ``arm`` dict (an experiment's method and seed, with an
+optional ``label`` for the run name).
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Config
+
+SEARCHED = ("alpha", "beta", "n_critic", "lr", "critic_lr")
+
+
+def trial_settings(config: dict) -> tuple[dict, str | None]:
+    """(train settings to apply, label) from a trial's param space."""
+    arm = dict(config.get("arm") or {})
+    label = arm.pop("label", None)
+    return {k: config[k] for k in SEARCHED if k in config} | arm, label
+
+
+def trial(config: dict) -> None:
+    import torch
+    from mlflow import MlflowClient
+    from ray import tune
+
+    from pipeline.manifest import read_manifest
+    from pipeline.shards import read_excerpts
+    from training.data import stream_paths
+    from training.step import batches_from_arrays, build_models, train_step
+    from training.tracking import MetricLogger, run_tags, start_run
+    from training.worker import validate
+
+    cfg = Config.from_dict(config["cfg"])
+    t = cfg.train
+    settings, label = trial_settings(config)
+    for key, value in settings.items():
+        setattr(t, key, type(getattr(t, key))(value))
+    trial_id = tune.get_context().get_trial_id()
+    parent = config["parent_run_id"]
+    client = MlflowClient(cfg.tracking_uri)
+    # a trial restarted by --resume replaces its unfinished child run instead of adding a second one
+    for run in client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.semisep.trial_id = '{trial_id}' and tags.mlflow.parentRunId = '{parent}'"):
+        client.delete_run(run.info.run_id)
+    _, version = read_manifest(cfg.data.shards_dir)
+    kind = "semi-supervised" if t.semi_supervised else "supervised"
+    name = f"{config['sweep']}-{label}" if label else f"{config['sweep']}-{trial_id}"
+    run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(),
+                       run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,
+                                                 "semisep.sweep": config["sweep"]})
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(max(1, int(t.cpus_per_worker)))
+    paths = stream_paths(cfg)
+
+    def arrays(stream: str, columns) -> dict[str, torch.Tensor]:
+        return {c: torch.from_numpy(read_excerpts(paths[stream], c, cfg.transform, cfg.data.excerpt_frames)).to(device)
+                for c in columns}
+
+    sources = ("mixture", "vocals", "accompaniment")
+    paired = batches_from_arrays(arrays("paired", sources), t.batch_size, t.seed)
+    unpaired = None
+    if t.semi_supervised:
+        streams = {r: batches_from_arrays(arrays(r, [r]), t.batch_size, t.seed * 1000 + 7 * (i + 1))
+                   for i, r in enumerate(sources)}
+        unpaired = lambda: {r: next(s)[r] for r, s in streams.items()}  # noqa: E731
+    valid = arrays("valid", sources)
+    # the separator is built first, so the same seed gives baseline and semi-supervised runs the same start
+    torch.manual_seed(t.seed)
+    models = build_models(cfg, device)
+    logger = MetricLogger(cfg.tracking_uri, run_id)
+    best = {"val_loss": float("inf"), "step": 0, "bad": 0, "state": None}
+    step = 0
+    while step < t.max_steps:
+        metrics = train_step(models, lambda: next(paired), unpaired, cfg)
+        step += 1
+        if step % t.log_every == 0:
+            logger.log(metrics, step)
+        if step % t.val_every and step != t.max_steps:
+            continue
+        val = validate(models.separator, valid, t.batch_size)
+        if val["val_loss"] < best["val_loss"]:
+            best.update(val_loss=val["val_loss"], step=step, bad=0,
+                        state={k: v.detach().cpu().clone() for k, v in models.separator.state_dict().items()})
+        else:
+            best["bad"] += 1
+        stop = best["bad"] >= t.patience
+        report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
+                  "early_stopped": float(stop)}
+        logger.log({k: v for k, v in report.items() if k != "step"}, step)
+        if stop or step >= t.max_steps:
+            # finish before the last report: the scheduler ends the trial as soon as it sees it
+            _finish(cfg, client, run_id, best, {"name": name, "run_id": run_id, "kind": kind,
+                                                "dataset_version": version, "best_step": best["step"]})
+        tune.report(report)  # ASHA may stop the trial here
+        if stop:
+            break
+
+
+def _finish(cfg: Config, client, run_id: str, best: dict, info: dict) -> None:
+    """Log the best separator of a trial as its run's pyfunc and close the run."""
+    import tempfile
+
+    from training.checkpoint import save_model
+    from training.registry import log_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_model(tmp, best["state"], cfg, info)
+        client.set_tag(run_id, "semisep.best_step", str(best["step"]))
+        client.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
+    client.set_terminated(run_id, "FINISHED")
