@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def improvement_stats(scores: pd.DataFrame) -> pd.DataFrame:
     from scipy import stats
 
     rows = []
+    order = {t: i for i, t in enumerate(TARGETS)}
+    scores = scores.sort_values("target", key=lambda col: col.map(order), kind="stable")
     for (test_set, target), g in scores.groupby(["test_set", "target"], sort=False):
         wide = g.pivot_table(index="track", columns=["method", "seed"], values="sdr")
         diff = wide["semi-supervised"] - wide["supervised"]  # (tracks, seeds)
@@ -165,8 +168,9 @@ def plot(scores: pd.DataFrame, improvements: pd.DataFrame, out: Path) -> list[Pa
         ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", linewidth=1)
         ax.set_xlabel("supervised vocals SDR (dB)")
         ax.set_ylabel("semi-supervised vocals SDR (dB)")
-        ax.set_title(f"{test_set}: one dot per track (above the line: unpaired data helped)", fontsize=9)
+        ax.set_title(test_set)
         ax.grid(alpha=0.3)
+    fig.suptitle("vocals SDR per track, averaged over seeds (above the line: the unpaired data helped)", fontsize=10)
     fig.tight_layout()
     paths.append(out / "vocals_per_track.png")
     fig.savefig(paths[1], dpi=110)
@@ -174,26 +178,28 @@ def plot(scores: pd.DataFrame, improvements: pd.DataFrame, out: Path) -> list[Pa
     return paths
 
 
-def _train_all(cfg: Config, parent: str, out: Path) -> dict[str, dict]:
+def _metric_key(name: str) -> str:
+    """An MLflow metric name (letters, digits, _ - . / only) from a test set's free-form name."""
+    return re.sub(r"[^\w\-./]", "_", name)
+
+
+def _train_all(cfg: Config, parent: str) -> dict[str, dict]:
     """Run every (method, seed) arm as a Tune trial; returns label -> child run info."""
     import ray
     from ray import tune
 
-    from training.trial import trial
+    from pipeline import storage as store
+    from training.trial import trainable
     from training.tracking import client
 
     e, t = cfg.experiment, cfg.train
-    shipped = Config.from_dict(cfg.to_dict())  # trials run elsewhere: absolute paths, resolved store
-    shipped.data.workdir = os.path.abspath(cfg.data.workdir)
-    shipped.mlflow.tracking_uri = cfg.tracking_uri
     resources = {"CPU": t.cpus_per_worker} | ({"GPU": e.gpus_per_trial} if e.gpus_per_trial else {})
     concurrent = e.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)) // t.cpus_per_worker)
     tuner = tune.Tuner(
-        tune.with_resources(trial, resources),
-        param_space={"arm": tune.grid_search(arms(cfg)), "cfg": shipped.to_dict(), "parent_run_id": parent,
-                     "sweep": e.name},
+        trainable(cfg, resources),
+        param_space={"arm": tune.grid_search(arms(cfg)), "parent_run_id": parent, "sweep": e.name},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=e.name, storage_path=str((out / "tune").absolute()), verbose=1,
+        run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=1,
                                   failure_config=tune.FailureConfig(max_failures=1)))
     grid = tuner.fit()
     failed = [r for r in grid if r.error is not None]
@@ -243,7 +249,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
     mlflow = client(cfg.tracking_uri)
     try:
         say(f"[3/4] training {len(labels)} models ({len(e.seeds)} seeds x {', '.join(METHODS)}) as Ray Tune trials")
-        runs = _train_all(cfg, parent, out)
+        runs = _train_all(cfg, parent)
         models = {label: local_model_dir(runs[label]["model_uri"], cfg.tracking_uri) for label in labels}
         say(f"[4/4] museval on {', '.join(s['name'] for s in sets)}")
         rows = []
@@ -252,7 +258,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
             set_cfg.eval.corpus, set_cfg.eval.split = s["corpus"], s["split"]
             result = evaluate(set_cfg, models, str(out / "eval" / s["name"]), progress=progress)
             for _, r in result.summary[result.summary.method.isin(labels)].iterrows():
-                key = f"test_{s['name']}_{r.target}_{r.metric}".replace(" ", "_")
+                key = _metric_key(f"test_{s['name']}_{r.target}_{r.metric}")
                 mlflow.log_metric(runs[r.method]["run_id"], f"{key}_median", float(r["median"]))
                 mlflow.log_metric(runs[r.method]["run_id"], f"{key}_mean", float(r["mean"]))
             per_track = track_frame_medians(result.frames)
@@ -270,7 +276,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
         for path in [out / "results.md", out / "scores.csv", out / "improvements.csv", *plot(scores, improvements, out)]:
             mlflow.log_artifact(parent, str(path), artifact_path="experiment")
         for _, r in improvements.iterrows():
-            key = f"{r.test_set}_{r.target}_sdr_improvement".replace(" ", "_")
+            key = _metric_key(f"{r.test_set}_{r.target}_sdr_improvement")
             for stat in ("mean", "ci_low", "ci_high", "p_value"):
                 if np.isfinite(r[stat]):
                     mlflow.log_metric(parent, f"{key}_{stat}", float(r[stat]))

@@ -7,8 +7,9 @@ reported with ``tune.report``. The trial's best separator is logged to its MLflo
 pyfunc (tag ``semisep.model_uri``) before the last report, since a scheduler may end the trial
 as soon as it sees that report.
 
-``config`` (Tune's param space) holds ``cfg`` (the Config as a dict), ``parent_run_id``,
-``sweep`` (the group's name), and the train settings to change: any of ``SEARCHED`` at the top
+``cfg`` (the Config as a dict) comes through ``tune.with_parameters`` (``trainable(cfg)``), so
+Tune's per-trial config table shows only what varies. ``config`` (Tune's param space) holds
+``parent_run_id``, ``sweep`` (the group's name), and the train settings to change: any of ``SEARCHED`` at the top
 level (a sweep's sampled values) and/or an ``arm`` dict (an experiment's method and seed, with an
 optional ``label`` for the run name).
 """
@@ -27,7 +28,20 @@ def trial_settings(config: dict) -> tuple[dict, str | None]:
     return {k: config[k] for k in SEARCHED if k in config} | arm, label
 
 
-def trial(config: dict) -> None:
+def trainable(cfg: Config, resources: dict):
+    """``trial`` with ``cfg`` attached (paths made absolute and the tracking store resolved, since
+    trials run in Ray workers with another working directory) and ``resources`` per trial."""
+    import os
+
+    from ray import tune
+
+    shipped = Config.from_dict(cfg.to_dict())
+    shipped.data.workdir = os.path.abspath(cfg.data.workdir)
+    shipped.mlflow.tracking_uri = cfg.tracking_uri
+    return tune.with_resources(tune.with_parameters(trial, cfg=shipped.to_dict()), resources)
+
+
+def trial(config: dict, cfg: dict) -> None:
     import torch
     from mlflow import MlflowClient
     from ray import tune
@@ -39,7 +53,7 @@ def trial(config: dict) -> None:
     from training.tracking import MetricLogger, run_tags, start_run
     from training.worker import validate
 
-    cfg = Config.from_dict(config["cfg"])
+    cfg = Config.from_dict(cfg)
     t = cfg.train
     settings, label = trial_settings(config)
     for key, value in settings.items():

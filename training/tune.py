@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 from ray.tune.search import Searcher
 
+from pipeline import storage as store
 from pipeline.config import Config
 from pipeline.errors import SemisepError
-from training.trial import SEARCHED, trial
+from training.trial import SEARCHED, trainable
 
 STATE = "semisep_sweep.json"  # parent run id and settings, next to Tune's experiment state
 
@@ -123,9 +124,12 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
 
     ensure_ray(cfg)
     s, t = cfg.tune, cfg.train
-    storage = os.path.abspath(os.path.join(cfg.data.workdir, "tune"))
-    path = os.path.join(storage, s.name)
-    state_file = Path(path) / STATE
+    # Tune's experiment state on storage every node shares (data.storage_path); the sweep's own
+    # state, summary and plot in the driver's workdir
+    storage = store.join(cfg.data.results_dir, "tune")
+    path = store.join(storage, s.name)
+    local = os.path.abspath(os.path.join(cfg.data.workdir, "tune", s.name))
+    state_file = Path(local) / STATE
     mlflow = client(cfg.tracking_uri)
     if resume:
         if not (state_file.exists() and tune.Tuner.can_restore(path)):
@@ -141,17 +145,13 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         parent = start_run(cfg.tracking_uri, cfg.mlflow.experiment, f"sweep-{s.name}",
                            {"tune": cfg.to_dict()["tune"], "train": cfg.to_dict()["train"], "trials": total},
                            {"semisep.kind": "sweep", "semisep.sweep": s.name, "semisep.dataset_version": version})
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Path(local).mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
     total = json.loads(state_file.read_text())["trials"]
-    trainable = tune.with_resources(trial, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
-    # trials run in Ray workers with another current directory: ship absolute paths and the resolved store
-    shipped = Config.from_dict(cfg.to_dict())
-    shipped.data.workdir = os.path.abspath(cfg.data.workdir)
-    shipped.mlflow.tracking_uri = cfg.tracking_uri
-    param_space = {**_space(cfg), "cfg": shipped.to_dict(), "parent_run_id": parent, "sweep": s.name, "path": path}
+    trial_fn = trainable(cfg, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
+    param_space = {**_space(cfg), "parent_run_id": parent, "sweep": s.name, "path": path}
     if resume:
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True, param_space=param_space)
+        tuner = tune.Tuner.restore(path, trial_fn, resume_errored=True, param_space=param_space)
     else:
         per_trial = t.cpus_per_worker
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -168,7 +168,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         scheduler = ASHAScheduler(metric="val_loss", mode="min", time_attr="step", max_t=t.max_steps, grace_period=s.grace_steps or t.val_every,
                                   reduction_factor=s.reduction_factor)
         tuner = tune.Tuner(
-            trainable, param_space=param_space,
+            trial_fn, param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler,
                                         num_samples=total, max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=s.name, storage_path=storage, verbose=1,
@@ -178,10 +178,10 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
     interrupted = len(summary) < total or summary.status.isin(["pending", "running"]).any()
     if interrupted:
         mlflow.update_run(parent, status="KILLED")
-        return SweepResult(parent, summary, None, True, path)
-    version = _report(cfg, parent, summary, path)
+        return SweepResult(parent, summary, None, True, local)
+    version = _report(cfg, parent, summary, local)
     mlflow.set_terminated(parent, "FINISHED")
-    return SweepResult(parent, summary, version, False, path)
+    return SweepResult(parent, summary, version, False, local)
 
 
 def _summary(grid, cfg: Config, parent: str) -> pd.DataFrame:
