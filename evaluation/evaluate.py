@@ -41,7 +41,7 @@ def test_tracks(cfg: Config) -> list[TrackSpec]:
     corpus = next((c for c in cfg.data.corpora if c.name == cfg.eval.corpus), None)
     if corpus is None:
         raise SemisepError(f"eval.corpus={cfg.eval.corpus!r} names no corpus in data.corpora")
-    tracks = [t for t in scan_corpus(corpus) if t.split == cfg.eval.split and t.role == "paired" and not t.skip]
+    tracks = [t for t in scan_corpus(corpus, cfg.data.audio_cache_dir) if t.split == cfg.eval.split and t.role == "paired" and not t.skip]
     if cfg.eval.max_tracks:
         tracks = tracks[: cfg.eval.max_tracks]
     if not tracks:

@@ -79,8 +79,9 @@ def improvement_stats(scores: pd.DataFrame) -> pd.DataFrame:
     from scipy import stats
 
     rows = []
-    order = {t: i for i, t in enumerate(TARGETS)}
-    scores = scores.sort_values("target", key=lambda col: col.map(order), kind="stable")
+    # test sets in the order given, vocals before accompaniment
+    order = {t: i for i, t in enumerate(TARGETS)} | {s: i for i, s in enumerate(scores.test_set.unique())}
+    scores = scores.sort_values(["test_set", "target"], key=lambda col: col.map(order), kind="stable")
     for (test_set, target), g in scores.groupby(["test_set", "target"], sort=False):
         wide = g.pivot_table(index="track", columns=["method", "seed"], values="sdr")
         diff = wide["semi-supervised"] - wide["supervised"]  # (tracks, seeds)

@@ -53,6 +53,9 @@ class DataConfig:
     pipeline/storage.py); default ``<workdir>/shards``. Every node must reach it.
     storage_path: Ray Train / Tune results and checkpoints, a path or URI shared by all nodes;
     default ``<workdir>/ray_results``.
+    audio_cache: where corpora given as URIs (``s3://bucket/audio/MedleyDB``) are mirrored for
+    scanning and decoding; default ``<workdir>/audio_cache``. Ingestion tasks on other nodes fetch
+    the files they need into the same path.
     task_resources: extra Ray resources each ingestion task asks for, e.g. ``{ingest: 1}`` to keep
     ingestion on the CPU workers that advertise it (cluster.yaml).
     excerpt_frames: STFT frames per excerpt; a multiple of 2**model.depth.
@@ -65,6 +68,7 @@ class DataConfig:
     workdir: str = "work"
     store: str = ""
     storage_path: str = ""
+    audio_cache: str = ""
     task_resources: dict[str, float] = field(default_factory=dict)
     corpora: list[CorpusConfig] = field(default_factory=list)
     excerpt_frames: int = 64
@@ -80,6 +84,10 @@ class DataConfig:
         from pipeline.storage import normalize
 
         return normalize(self.store or os.path.join(self.workdir, "shards"))
+
+    @property
+    def audio_cache_dir(self) -> str:
+        return os.path.abspath(self.audio_cache or os.path.join(self.workdir, "audio_cache"))
 
     @property
     def results_dir(self) -> str:
@@ -166,8 +174,8 @@ class TuneConfig:
     Every sweep starts with the supervised baseline (alpha = beta = 0), then ``points`` (trials to
     run as given, e.g. a known-good setting), then ``num_samples`` trials from the searcher
     (``optuna``: TPE; ``random``). ASHA stops trials whose validation loss lags, first at
-    ``grace_steps``. Each trial is a Ray Train run of train.num_workers workers with
-    ``gpus_per_worker`` GPUs each (fractions let several small trials share a GPU);
+    ``grace_steps``. Each trial trains on one device (training/trial.py) with train.cpus_per_worker
+    CPUs and ``gpus_per_worker`` GPUs (fractions let several small trials share a GPU);
     ``max_concurrent`` trials at a time (0: as many as the cluster's CPUs allow).
     """
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import storage
 from pipeline.audio import AUDIO_EXTENSIONS, load_audio
 from pipeline.config import CORPUS_FORMATS as FORMATS, CorpusConfig
 from pipeline.errors import AudioError, SemisepError
@@ -74,6 +75,7 @@ class TrackSpec:
     files: dict[str, list[dict]] = field(default_factory=dict)
     error: str = ""
     skip: str = ""
+    mirror: list[str] = field(default_factory=list)  # [local root, URI] when the corpus is a URI
 
     def paths(self) -> list[str]:
         """Every file the track reads, each once, in source order."""
@@ -95,13 +97,23 @@ class _Track:
     skip: str = ""
 
 
-def scan_corpus(cfg: CorpusConfig) -> list[TrackSpec]:
-    if "://" in cfg.path:
-        raise SemisepError(f"corpus {cfg.name!r}: path {cfg.path} is a URI; source audio is read from a local or "
-                           "mounted folder every node sees at the same path (e.g. s3fs, gcsfuse, NFS), "
-                           "while shards, checkpoints and MLflow artifacts may live on s3:// or gs://")
-    # absolute, so Ray workers on any node (whose working directory differs) open the same files
-    root = Path(cfg.path).absolute()
+def scan_corpus(cfg: CorpusConfig, cache_dir: str | None = None) -> list[TrackSpec]:
+    """The tracks of one corpus. A corpus path that is a URI (``s3://``, ``gs://``, ``file://``,
+    anything pyarrow opens) is first mirrored into ``cache_dir/<corpus name>`` (new and changed
+    files only), and its tracks name the mirror's files."""
+    mirror = []
+    if storage.has_scheme(cfg.path):
+        if not cache_dir:
+            raise SemisepError(f"corpus {cfg.name!r}: {cfg.path} is a URI; it needs a local cache folder (data.audio_cache)")
+        root = Path(cache_dir).absolute() / cfg.name
+        try:
+            storage.mirror(cfg.path, str(root))
+        except OSError as exc:
+            raise SemisepError(f"corpus {cfg.name!r}: cannot copy {cfg.path} to {root}: {exc}") from None
+        mirror = [str(root), cfg.path]
+    else:
+        # absolute, so Ray workers on any node (whose working directory differs) open the same files
+        root = Path(cfg.path).absolute()
     if not root.is_dir():
         raise SemisepError(f"corpus {cfg.name!r}: folder {cfg.path} does not exist")
     if cfg.format not in ADAPTERS:
@@ -109,6 +121,8 @@ def scan_corpus(cfg: CorpusConfig) -> list[TrackSpec]:
     specs = []
     for track in ADAPTERS[cfg.format](root):
         specs.extend(_assign(cfg, track))
+    for spec in specs:
+        spec.mirror = mirror
     return specs
 
 

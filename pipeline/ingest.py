@@ -190,6 +190,12 @@ def _write_track_shard(spec: TrackSpec, recipe: Recipe, out: str, rows: dict[str
 
 def _process_item(item: dict, recipe: Recipe, shards_dir: str) -> dict:
     spec = TrackSpec(**json.loads(item["spec"]))
+    if spec.mirror:  # a URI corpus: this node may not hold the driver's mirror of it
+        for path in spec.paths():
+            try:
+                storage.ensure_local(path, *spec.mirror)
+            except OSError:
+                pass  # reported by the decoder as the file's error, like any unreadable file
     rows = process_track(spec, recipe, shards_dir, json.loads(item["known"]))
     return {"rows": json.dumps(rows)}
 
@@ -199,7 +205,7 @@ def scan(cfg: Config) -> list[TrackSpec]:
         raise SemisepError("no corpora in the config: add data.corpora entries (name, path, format, use)")
     specs = []
     for corpus in cfg.data.corpora:
-        specs.extend(scan_corpus(corpus))
+        specs.extend(scan_corpus(corpus, cfg.data.audio_cache_dir))
     return specs
 
 

@@ -108,6 +108,72 @@ def write_atomic(location: str, write: Callable[[pafs.FileSystem, str], None]) -
             os.unlink(tmp)
 
 
+def mirror(location: str, local_root: str) -> tuple[int, int]:
+    """Make ``local_root`` a copy of every file under ``location`` (a URI of a folder).
+
+    New or changed files (size, mtime) are downloaded whole (temp name, then rename) and take the
+    source's mtime, so a file that did not change keeps its size and mtime here too and the
+    ingestion's incremental check skips it; local files the source no longer has are removed.
+    Returns (downloaded, removed).
+    """
+    fs, root = resolve(location)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise SemisepError(f"{location}: no such folder")
+    wanted = {}
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type == pafs.FileType.File:
+            wanted[posixpath.relpath(info.path, root.rstrip("/") or "/")] = info
+    downloaded = 0
+    for rel, info in sorted(wanted.items()):
+        dest = os.path.join(local_root, *rel.split("/"))
+        if not _same_file(dest, info):
+            fetch(fs, info, dest)
+            downloaded += 1
+    removed = 0
+    for folder, _, names in os.walk(local_root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.relpath(path, local_root).replace(os.sep, "/") not in wanted:
+                os.unlink(path)
+                removed += 1
+    return downloaded, removed
+
+
+def _same_file(path: str, info: pafs.FileInfo) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == info.size and (info.mtime_ns is None or st.st_mtime_ns == info.mtime_ns)
+
+
+def fetch(fs: pafs.FileSystem, info: pafs.FileInfo, dest: str) -> None:
+    """Download one file to ``dest`` whole, with the source's mtime."""
+    import shutil
+
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = f"{dest}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with fs.open_input_stream(info.path) as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        if info.mtime_ns is not None:
+            os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def ensure_local(path: str, local_root: str, location: str) -> None:
+    """``path`` (inside ``local_root``, the mirror of ``location``) present on this node: an
+    ingestion task on a node other than the one that scanned the corpus downloads its files."""
+    rel = os.path.relpath(path, local_root).replace(os.sep, "/")
+    fs, root = resolve(location)
+    info = fs.get_file_info(posixpath.join(root.rstrip("/"), rel))
+    if info.type == pafs.FileType.File and not _same_file(path, info):
+        fetch(fs, info, path)
+
+
 def read_bytes(location: str) -> bytes:
     fs, path = resolve(location)
     with fs.open_input_stream(path) as fh:
