@@ -51,7 +51,7 @@ def trial(config: dict, cfg: dict) -> None:
     from training.data import stream_paths
     from training.step import batches_from_arrays, build_models, train_step
     from training.tracking import MetricLogger, run_tags, start_run
-    from training.worker import validate
+    from training.worker import keep_best, new_best, validate
 
     cfg = Config.from_dict(cfg)
     t = cfg.train
@@ -91,7 +91,7 @@ def trial(config: dict, cfg: dict) -> None:
     torch.manual_seed(t.seed)
     models = build_models(cfg, device)
     logger = MetricLogger(cfg.tracking_uri, run_id)
-    best = {"val_loss": float("inf"), "step": 0, "bad": 0, "state": None}
+    best = new_best()
     step = 0
     while step < t.max_steps:
         metrics = train_step(models, lambda: next(paired), unpaired, cfg)
@@ -101,12 +101,7 @@ def trial(config: dict, cfg: dict) -> None:
         if step % t.val_every and step != t.max_steps:
             continue
         val = validate(models.separator, valid, t.batch_size)
-        if val["val_loss"] < best["val_loss"]:
-            best.update(val_loss=val["val_loss"], step=step, bad=0,
-                        state={k: v.detach().cpu().clone() for k, v in models.separator.state_dict().items()})
-        else:
-            best["bad"] += 1
-        stop = best["bad"] >= t.patience
+        stop = keep_best(best, val["val_loss"], step, models.separator, t.patience)
         report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
                   "early_stopped": float(stop)}
         logger.log({k: v for k, v in report.items() if k != "step"}, step)

@@ -43,6 +43,22 @@ def validate(separator, valid: dict[str, torch.Tensor], batch_size: int) -> dict
             "val_spec_sdr_vocals": sdr[0].item(), "val_spec_sdr_accompaniment": sdr[1].item()}
 
 
+def new_best() -> dict:
+    """The early-stopping record before any validation (checkpointed with the training state)."""
+    return {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
+
+
+def keep_best(best: dict, val_loss: float, step: int, separator, patience: int) -> bool:
+    """Keep a copy of ``separator`` in ``best`` when ``val_loss`` beats it; True when ``patience``
+    validations in a row brought no improvement (time to stop early)."""
+    if val_loss < best["val_loss"]:
+        best.update(val_loss=val_loss, step=step, bad_evals=0,
+                    state={k: v.detach().cpu().clone() for k, v in separator.state_dict().items()})
+    else:
+        best["bad_evals"] += 1
+    return best["bad_evals"] >= patience
+
+
 def _to_tensors(batch: dict, device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v).to(device, non_blocking=True) for k, v in batch.items() if k != "key"}
 
@@ -145,7 +161,7 @@ def _restore(loop_config: dict, models: Models) -> tuple[int, dict, dict[str, in
     from the one ``--resume`` asked for; a fresh start when there is neither."""
     import ray.train
 
-    best = {"val_loss": math.inf, "step": 0, "bad_evals": 0, "state": None}
+    best = new_best()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
         checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
@@ -225,13 +241,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         elapsed = time.perf_counter() - window_start
         waited = sum(f.wait for f in feeders.values())
         val = validate(models.separator, valid, per_worker)
-        improved = val["val_loss"] < best["val_loss"]
-        if improved:
-            best.update(val_loss=val["val_loss"], step=step, bad_evals=0,
-                        state={k: v.detach().cpu().clone() for k, v in models.separator.state_dict().items()})
-        else:
-            best["bad_evals"] += 1
-        stop = best["bad_evals"] >= t.patience
+        stop = keep_best(best, val["val_loss"], step, models.separator, t.patience)
         report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
                   "steps_per_s": window_steps / elapsed, "data_wait_share": (waited - wait_start) / elapsed,
                   "early_stopped": float(stop)}
