@@ -77,6 +77,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
         run_config=ray.train.RunConfig(
             name=run_dir_name, storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # the controller's INFO lines
             failure_config=ray.train.FailureConfig(max_failures=2),
             callbacks=callbacks or None,
         ),

@@ -190,9 +190,16 @@ def _worker_nodes() -> list[str]:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    import logging
+
     import ray.train
     import ray.train.torch
 
+    # Ray Train 2.60 logs every report at INFO from a logger named by its file path, so neither
+    # RunConfig's logging_config nor the ray.train logger's level holds it back; semisep logs its
+    # own progress to MLflow. The worker's root logger keeps warnings and errors.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = Config.from_dict(loop_config["cfg"])
     t = cfg.train
     ctx = ray.train.get_context()
