@@ -13,7 +13,7 @@ training twice: a registered but ungated version is gated, a gated one ends the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.config import Config
 
@@ -28,11 +28,6 @@ class NightlyReport:
     version: str | None = None
     decision: object | None = None  # evaluation.promote.Decision
     failed_ingestion: bool = False
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def trained(self) -> bool:
-        return self.trained_run_id is not None
 
 
 def nightly_versions(cfg: Config, dataset_version: str) -> list:

@@ -149,7 +149,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
     total = json.loads(state_file.read_text())["trials"]
     trial_fn = trainable(cfg, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
-    param_space = {**_space(cfg), "parent_run_id": parent, "sweep": s.name, "path": path}
+    param_space = {**_space(cfg), "parent_run_id": parent, "sweep": s.name}
     if resume:
         tuner = tune.Tuner.restore(path, trial_fn, resume_errored=True, param_space=param_space)
     else:
