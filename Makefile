@@ -1,22 +1,30 @@
-# make demo: set up .venv (and ffmpeg) if needed, then run every stage on generated demo audio.
+# make demo: set up .venv (and ffmpeg, fluidsynth) if needed, then run every stage on generated demo audio.
 # make test: set up the same way, then run the test suite (.ci/run calls this).
+# make experiment-sampled: also install two General MIDI soundfonts, then run `semisep experiment` on
+#   songs played by sampled instruments and voices (configs/experiment-sampled.yaml, ~40 min on 2 cores).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup soundfonts experiment-sampled clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@command -v ffmpeg >/dev/null 2>&1 || { echo "installing ffmpeg (apt)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+	@command -v ffmpeg >/dev/null 2>&1 && command -v fluidsynth >/dev/null 2>&1 || { echo "installing ffmpeg, fluidsynth (apt)"; \
+	  $(SUDO) apt-get update -qq && $(APT) ffmpeg fluidsynth >/dev/null; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
+
+soundfonts:
+	@test -f /usr/share/sounds/sf2/FluidR3_GM.sf2 && test -f /usr/share/sounds/sf3/MuseScore_General.sf3 || { \
+	  echo "installing the FluidR3 and MuseScore General soundfonts (apt, ~200 MB)"; \
+	  $(SUDO) apt-get update -qq && $(APT) fluid-soundfont-gm musescore-general-soundfont >/dev/null; }
 
 demo: $(STAMP)
 	$(VENV)/bin/semisep demo --config configs/demo.yaml
@@ -24,5 +32,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+experiment-sampled: $(STAMP) soundfonts
+	$(VENV)/bin/semisep experiment --config configs/experiment-sampled.yaml
+
 clean:
-	rm -rf work .pytest_cache
+	rm -rf work work-experiment work-sampled .pytest_cache

@@ -32,7 +32,8 @@ def floor(files: list[Path], transform) -> float:
     import numpy as np
     import torch
 
-    from pipeline.audio import load_audio, resample, to_mono
+    from pipeline.audio import load_audio
+    from pipeline.spectrogram import resample, to_mono
     from pipeline.spectrogram import features
 
     torch.set_num_threads(1)

@@ -71,7 +71,7 @@ def main() -> None:
         return out
 
     sep.model_estimates = timed_masks
-    from pipeline.cli import main as cli
+    from semisep.cli import main as cli
 
     run = ["separate", str(short), "-o", str(work / "out"), "--model", str(model_dir), "--device", args.device]
     io_floor()
@@ -99,7 +99,7 @@ def main() -> None:
             while n > 0:  # the 3-minute song repeated to exactly 10 minutes
                 fh.write(audio.T[:n])
                 n -= audio.shape[1]
-    code = ("import resource, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import resource, sys; from semisep.cli import main; rc = main(sys.argv[1:]); "
             "print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     long_seconds = sf.info(long_song).duration
     proc = subprocess.run([sys.executable, "-c", code, "separate", str(long_song), "-o", str(work / "out"),

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.audio import resample, to_mono
 from pipeline.config import Config
 from pipeline.corpora import TrackSpec, load_source, scan_corpus
 from pipeline.errors import AudioError, SemisepError
 from evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
 from evaluation.repet import repet_sim
 from evaluation.separate import full_rate_stft_config, separate
+from pipeline.spectrogram import resample, to_mono
 from training.checkpoint import load_model
 
 REFERENCES = ("oracle_irm", "mixture", "repet_sim")
@@ -97,8 +97,8 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
         refs = {t: track[t] for t in TARGETS}
         for method in methods:
             if method in loaded:
-                model, transform, _ = loaded[method]
-                est = separate(model, transform, track["mixture"], sr)
+                model, transform, meta = loaded[method]
+                est = separate(model, transform, track["mixture"], sr, window_frames=meta["window_frames"])
             elif method == "oracle_irm":
                 est = oracle_irm(track, sr, cfg.transform)
             elif method == "repet_sim":

@@ -57,32 +57,43 @@ def _client(cfg: Config):
     return MlflowClient(tracking_uri=cfg.tracking_uri)
 
 
-def _alias(client, name: str, alias: str) -> str | None:
+def _alias(cfg: Config, client, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at; None only when the registry says there is none. Any other
+    failure (server down, refused, HTTP 503) stops the promotion: taking it for "no champion"
+    would let the floor alone decide and replace the champion."""
     from mlflow.exceptions import MlflowException
+
+    from evaluation.registry import is_absent, registry_error
 
     try:
         return client.get_model_version_by_alias(name, alias).version
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if is_absent(exc):
+            return None
+        raise registry_error(cfg.tracking_uri, f"alias {alias!r} of {name!r}", exc) from None
 
 
 def resolve_candidate(cfg: Config, candidate: str) -> str:
     """A version number, or a training run id (its version, registering the run's model if needed)."""
     from mlflow.exceptions import MlflowException
 
-    from training.registry import register
+    from evaluation.registry import is_absent, register, registry_error
 
     client, name = _client(cfg), cfg.mlflow.registered_model
     if candidate.isdigit():
         try:
             return client.get_model_version(name, candidate).version
-        except MlflowException:
-            raise SemisepError(f"--candidate {candidate}: no version {candidate} of registered model {name!r}") from None
+        except MlflowException as exc:
+            if is_absent(exc):
+                raise SemisepError(f"--candidate {candidate}: no version {candidate} of registered model {name!r}") from None
+            raise registry_error(cfg.tracking_uri, f"version {candidate} of {name!r}", exc) from None
     try:
         client.get_run(candidate)
-    except MlflowException:
-        raise SemisepError(f"--candidate {candidate}: neither a version of {name!r} nor an MLflow run id") from None
-    found = [mv.version for mv in client.search_model_versions(f"name='{name}' and run_id='{candidate}'")]
+        found = [mv.version for mv in client.search_model_versions(f"name='{name}' and run_id='{candidate}'")]
+    except MlflowException as exc:
+        if is_absent(exc):
+            raise SemisepError(f"--candidate {candidate}: neither a version of {name!r} nor an MLflow run id") from None
+        raise registry_error(cfg.tracking_uri, f"run {candidate}", exc) from None
     return max(found, key=int) if found else register(cfg.tracking_uri, name, candidate)
 
 
@@ -107,55 +118,89 @@ def gate(cfg: Config, cand: dict[str, float], champ: dict[str, float] | None) ->
     return vocal_ok and acc_ok, reasons
 
 
+def gate_config(cfg: Config) -> Config:
+    """The config the gate measures with: ``eval.corpus`` at ``promote.split`` (validation by default)."""
+    gate_cfg = Config.from_dict(cfg.to_dict())
+    gate_cfg.eval.split = cfg.promote.split
+    return gate_cfg
+
+
 def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision:
-    from evaluation.evaluate import evaluate, test_tracks
-    from pipeline.manifest import read_manifest
-    from training.registry import local_model_dir
+    from evaluation.evaluate import test_tracks
 
     client, name = _client(cfg), cfg.mlflow.registered_model
     version = resolve_candidate(cfg, candidate)
+    gate_cfg = gate_config(cfg)
     with registry_lock(cfg):
-        champion = _alias(client, name, CHAMPION)  # read under the lock: nobody moves it meanwhile
+        champion = _alias(cfg, client, name, CHAMPION)  # read under the lock: nobody moves it meanwhile
         if champion == version:
             return Decision(version, champion, False, [f"version {version} is already the champion"])
-        models = {"candidate": local_model_dir(f"models:/{name}/{version}", cfg.tracking_uri)}
+        tracks = sorted(t.track_id for t in test_tracks(gate_cfg))
+        if out_dir:
+            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, out_dir)
+        with tempfile.TemporaryDirectory(prefix=f"promote-v{version}-") as tmp:
+            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, tmp)
+
+
+def _measure_and_decide(cfg: Config, client, name: str, version: str, champion: str | None, tracks: list[str],
+                        out: str) -> Decision:
+    """Evaluate candidate and champion on the gate's tracks, tag the decision, move the aliases."""
+    from evaluation.evaluate import evaluate
+    from pipeline.manifest import read_manifest
+    from evaluation.registry import local_model_dir
+
+    models = {"candidate": local_model_dir(f"models:/{name}/{version}", cfg.tracking_uri)}
+    if champion:
+        models["champion"] = local_model_dir(f"models:/{name}/{champion}", cfg.tracking_uri)
+    result = evaluate(cfg, models, out, references=False, progress=False)
+    scores = {label: _median_sdr(result.summary, label) for label in models}
+    passed, reasons = gate(cfg, scores["candidate"], scores.get("champion"))
+    _, dataset_version = read_manifest(cfg.data.shards_dir, missing_ok=True)
+    tags = {
+        "decision": "promoted" if passed else "refused",
+        "reasons": "; ".join(reasons),
+        "champion_before": champion or "none",
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "eval_protocol": cfg.eval.protocol,
+        "eval_split": f"{cfg.eval.corpus}/{cfg.eval.split}",
+        "eval_tracks_hash": hashlib.sha256("\n".join(tracks).encode()).hexdigest()[:16],
+        "eval_tracks": str(len(tracks)),
+        "dataset_version": dataset_version or "none",
+        "scores": json.dumps({k: {t: round(v, 3) for t, v in s.items()} for k, s in scores.items()}),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, TAG + key, value)
+    _describe_decision(client, name, version, passed, champion, reasons, scores, cfg)
+    client.set_model_version_tag(name, version, "semisep.eval_protocol", cfg.eval.protocol)
+    client.set_model_version_tag(name, version, "semisep.eval_summary", json.dumps(
+        {f"{t}_SDR_median": round(v, 3) for t, v in scores["candidate"].items()}))
+    if passed:
         if champion:
-            models["champion"] = local_model_dir(f"models:/{name}/{champion}", cfg.tracking_uri)
-        tracks = sorted(t.track_id for t in test_tracks(cfg))
-        out = out_dir or tempfile.mkdtemp(prefix=f"promote-v{version}-", dir=cfg.data.workdir)
-        result = evaluate(cfg, models, out, references=False)
-        scores = {label: _median_sdr(result.summary, label) for label in models}
-        passed, reasons = gate(cfg, scores["candidate"], scores.get("champion"))
-        _, dataset_version = read_manifest(cfg.data.shards_dir, missing_ok=True)
-        tags = {
-            "decision": "promoted" if passed else "refused",
-            "reasons": "; ".join(reasons),
-            "champion_before": champion or "none",
-            "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "eval_protocol": cfg.eval.protocol,
-            "eval_split": f"{cfg.eval.corpus}/{cfg.eval.split}",
-            "eval_tracks_hash": hashlib.sha256("\n".join(tracks).encode()).hexdigest()[:16],
-            "eval_tracks": str(len(tracks)),
-            "dataset_version": dataset_version or "none",
-            "scores": json.dumps({k: {t: round(v, 3) for t, v in s.items()} for k, s in scores.items()}),
-        }
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, TAG + key, value)
-        client.set_model_version_tag(name, version, "semisep.eval_protocol", cfg.eval.protocol)
-        client.set_model_version_tag(name, version, "semisep.eval_summary", json.dumps(
-            {f"{t}_SDR_median": round(v, 3) for t, v in scores["candidate"].items()}))
-        if passed:
-            if champion:
-                client.set_registered_model_alias(name, PREVIOUS, champion)
-            client.set_registered_model_alias(name, CHAMPION, version)
+            client.set_registered_model_alias(name, PREVIOUS, champion)
+        client.set_registered_model_alias(name, CHAMPION, version)
     return Decision(version, champion, passed, reasons, scores)
+
+
+def _describe_decision(client, name: str, version: str, passed: bool, champion: str | None, reasons: list[str],
+                       scores: dict, cfg: Config) -> None:
+    """The gate's decision and reasons, in words, at the end of the version's description (its model card)."""
+    old = client.get_model_version(name, version).description or ""
+    old = old.split("\n\n**Promotion gate**")[0].replace(
+        f" Not yet through the promotion gate: `semisep promote --candidate {version}`.", "")
+    measured = "; ".join(f"{label}: vocals {s['vocals']:.2f} dB, accompaniment {s['accompaniment']:.2f} dB"
+                         for label, s in scores.items())
+    verdict = "PROMOTED to champion" if passed else "REFUSED"
+    text = (f"{old}\n\n**Promotion gate** ({time.strftime('%Y-%m-%d %H:%M')}, {cfg.eval.corpus}/{cfg.eval.split}, "
+            f"median SDR over tracks, {cfg.eval.protocol} protocol): {verdict}; champion before: "
+            f"{'version ' + champion if champion else 'none'}. Measured: {measured}. Why: {'; '.join(reasons)}.")
+    client.update_model_version(name, version, description=text)
 
 
 def rollback(cfg: Config) -> tuple[str, str]:
     """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted version). Returns (new, demoted)."""
     client, name = _client(cfg), cfg.mlflow.registered_model
     with registry_lock(cfg):
-        champion, previous = _alias(client, name, CHAMPION), _alias(client, name, PREVIOUS)
+        champion, previous = _alias(cfg, client, name, CHAMPION), _alias(cfg, client, name, PREVIOUS)
         if previous is None or champion is None:
             raise SemisepError(f"registered model {name!r} has no {'previous' if champion else 'champion'} "
                                "version to roll back to")

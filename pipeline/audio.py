@@ -7,6 +7,7 @@ Arrays are float32 ``(channels, samples)``. Every problem with a file is raised 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,6 +45,22 @@ def load_audio(path: str | os.PathLike, stream: int | None = None) -> tuple[np.n
     return audio, sr
 
 
+def truncation(path: str | os.PathLike) -> str:
+    """'' for a whole file; else what its header promised and what it holds (a copy cut short)."""
+    path = Path(path)
+    if path.suffix.lower() not in SOUNDFILE_EXTENSIONS:
+        return ""
+    try:
+        extra = sf.info(str(path)).extra_info
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return ""
+    for line in extra.splitlines():
+        if line.startswith("data") and "(should be" in line:
+            promised, holds = (int(x) for x in re.findall(r"\d+", line)[:2])
+            return f"truncated: the header promises {promised} bytes of audio, the file holds {holds}"
+    return ""
+
+
 def _load_soundfile(path: Path) -> tuple[np.ndarray, int]:
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -79,6 +96,21 @@ def _probe(path: Path, stream: int | None) -> tuple[int, int]:
     return int(fields[0]), int(fields[1])
 
 
+def audio_info(path: str | os.PathLike, stream: int | None = None) -> tuple[float, int, int]:
+    """(duration in seconds, sample rate, channels) from the file's header, without decoding it."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in SOUNDFILE_EXTENSIONS and stream is None:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
+        sr, channels = _probe(path, stream)
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                              capture_output=True, text=True)
+        return float(proc.stdout.strip() or 0), sr, channels
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, AudioError):
+        return 0.0, 0, 0
+
+
 def _short(message: object) -> str:
     text = " ".join(str(message).split())
     return text[:200] or "unknown decoder error"
@@ -92,30 +124,14 @@ def check_audio(audio: np.ndarray, path: str | os.PathLike) -> None:
         raise AudioError(path, "contains NaN or infinite samples")
 
 
-def to_mono(audio: np.ndarray) -> np.ndarray:
-    """(channels, samples) -> (samples,), the channel mean."""
-    return audio.mean(axis=0)
-
-
-def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling along the last axis with soxr's HQ preset (librosa's ``soxr_hq``).
-
-    soxr is called directly: importing librosa costs each Ray worker ~2 s for nothing here.
-    """
-    if sr_in == sr_out:
-        return audio
-    import soxr
-
-    x = np.asarray(audio, np.float32)
-    if x.ndim == 1:
-        return soxr.resample(x, sr_in, sr_out, quality="HQ")
-    return np.ascontiguousarray(soxr.resample(x.T, sr_in, sr_out, quality="HQ").T)
-
-
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sr: int) -> None:
-    """Write (channels, samples) as 32-bit float WAV, atomically (temp name, then rename)."""
+    """Write (channels, samples) as 32-bit float WAV, atomically (temp name, then rename; a failed
+    write leaves nothing behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.ascontiguousarray(audio.T), sr, subtype="FLOAT", format="WAV")
-    os.replace(tmp, path)
+    try:
+        sf.write(str(tmp), np.ascontiguousarray(audio.T), sr, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

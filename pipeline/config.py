@@ -15,7 +15,35 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import SemisepError
-from pipeline.spectrogram import TransformConfig
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    sample_rate: int = 8192
+    n_fft: int = 512
+    hop_length: int = 256
+    freq_bins: int = 256
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def check_same(self, other: "TransformConfig", where: str) -> None:
+        """Raise if ``other`` (read from ``where``) differs from this transform."""
+        if self == other:
+            return
+        diffs = [
+            f"{k}: {v} there vs {getattr(self, k)} here"
+            for k, v in other.to_dict().items()
+            if getattr(self, k) != v
+        ]
+        raise SemisepError(
+            f"{where}: spectrogram transform differs from the config ({'; '.join(diffs)}); "
+            "re-run `semisep ingest` with this config or use the config the data was built with"
+        )
 
 
 CORPUS_FORMATS = ("musdb18", "musdb18hq", "dsd100", "medleydb", "ccmixter", "ikala", "folder")
@@ -60,9 +88,9 @@ class DataConfig:
     ingestion on the CPU workers that advertise it (cluster.yaml).
     excerpt_frames: STFT frames per excerpt; a multiple of 2**model.depth.
     excerpt_hop: frames between excerpt starts (less than excerpt_frames overlaps them).
-    max_failed_share: ``semisep ingest`` exits with status 3 when more files than this share fail.
-    in_memory: training workers hold their share of the excerpts in memory (fast for corpora
-    that fit); false streams them from Parquet every epoch with a local shuffle buffer.
+    dtype: how shards store the STFT planes, ``float16`` (half the disk and memory) or ``float32``.
+    max_failed_share: ``semisep ingest`` exits with status 3 when more tracks than this share fail.
+    Training workers hold their share of the excerpts in memory (training/data.py).
     """
 
     workdir: str = "work"
@@ -74,8 +102,6 @@ class DataConfig:
     excerpt_frames: int = 64
     excerpt_hop: int = 32
     dtype: str = "float16"
-    shuffle_buffer: int = 256
-    in_memory: bool = True
     max_failed_share: float = 0.25
 
     @property
@@ -112,16 +138,31 @@ class ModelConfig:
 class TrainConfig:
     """The loss L_s + alpha * L_u + beta * L_add and its optimisation.
 
-    alpha = beta = 0 is the supervised baseline: no critic is built or stepped.
+    alpha = beta = 0: no critic is built or stepped; with remix = 0 too, the supervised baseline.
+    The defaults are semisep's, chosen on validation (README "Results"): supervised training with
+    3/4 of every batch remixed (remix 0.75), no adversarial terms; the paper's method is alpha =
+    beta = 0.001 with remix 0 (configs/paper.yaml).
     Validation, early stopping and a checkpoint every ``val_every`` steps and at the end.
     precision: ``fp32`` or ``bf16`` (autocast on the GPU; fp32 on CPU). compile: torch.compile
     the separator (the critics stay eager: the gradient penalty's double backward).
     worker_resources: extra Ray resources per training worker, e.g. ``{trainer: 1}`` so workers
     land only on nodes that advertise it (one per node when each node has one).
+
+    Data (training/batches.py): ``gain_db`` [low, high]: every source of every training excerpt
+    gets a random gain, uniform in dB (``[0, 0]``: none); paired mixtures are the sums of their
+    gained sources. ``remix``: share of each supervised batch made of remixed pairs (the vocals of
+    one excerpt over the accompaniment of another, from unpaired solo recordings and paired stems
+    alike): supervised training on unpaired audio, the baseline the adversarial method must beat.
+    ``adversarial_paired``: share of the critics' real and separated examples, and of the L_u /
+    L_add mixtures, drawn from the paired songs instead of the unpaired audio.
+    ``critic_input``: ``raw`` log-magnitudes, or ``level``: each excerpt divided by its RMS first,
+    so the critics judge spectra, not loudness.
+    ``select_on``: what picks the best step and stops early: ``val_sdr`` (signal SDR of the
+    estimates on the validation songs, higher is better) or ``val_loss`` (L_s on them).
     """
 
-    alpha: float = 0.001
-    beta: float = 0.001
+    alpha: float = 0.0
+    beta: float = 0.0
     n_critic: int = 5
     gp_lambda: float = 10.0
     batch_size: int = 64
@@ -138,6 +179,11 @@ class TrainConfig:
     worker_resources: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
     compile: bool = False
+    gain_db: list = field(default_factory=lambda: [-6.0, 6.0])
+    remix: float = 0.75
+    adversarial_paired: float = 0.0
+    critic_input: str = "raw"
+    select_on: str = "val_sdr"
 
     @property
     def semi_supervised(self) -> bool:
@@ -160,11 +206,19 @@ class EvalConfig:
 
 @dataclass
 class MlflowConfig:
-    """Tracking store; empty tracking_uri means $MLFLOW_TRACKING_URI or ``sqlite:///<workdir>/mlflow.db``."""
+    """Tracking store; empty tracking_uri means $MLFLOW_TRACKING_URI or ``sqlite:///<workdir>/mlflow.db``.
+
+    request_timeout (seconds) and request_retries bound each call to an MLflow server, so an
+    unreachable server is reported within about a minute instead of MLflow's ~4 minutes per call.
+    Credentials for a server behind authentication come from MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD (cluster.yaml ships them like Ray's token).
+    """
 
     tracking_uri: str = ""
     experiment: str = "semisep"
     registered_model: str = "semisep-separator"
+    request_timeout: float = 10.0
+    request_retries: int = 2
 
 
 @dataclass
@@ -202,37 +256,53 @@ class PromoteConfig:
     A candidate replaces the champion when its vocal SDR is at least ``margin_db`` higher and its
     accompaniment SDR at most ``accompaniment_tolerance_db`` lower; with no champion yet, when its
     vocal SDR reaches ``floor_db``. ``lock`` (default ``<workdir>/registry.lock``) serialises
-    promotions: put it on storage every promoting machine shares.
+    promotions: put it on storage every promoting machine shares. ``split``: the split of
+    ``eval.corpus`` the gate measures on (default ``valid``): choosing champions on the test split
+    night after night would make its numbers optimistic and the test set no longer one; the test
+    split (``eval.split``) is only reported.
     """
 
     margin_db: float = 0.1
     accompaniment_tolerance_db: float = 0.5
     floor_db: float = 0.0
     lock: str = ""
+    split: str = "valid"
 
 
 @dataclass
 class RayConfig:
-    """Empty address starts a local Ray; ``auto`` or ``ray://host:port`` joins a cluster."""
+    """Empty address starts a local Ray; ``auto`` or ``ray://host:port`` joins a cluster.
+
+    dashboard: a local Ray starts Ray's dashboard (jobs, actors, logs, the state API Ray Train's
+    clean-up uses) on 127.0.0.1, at ``dashboard_port`` (0: a free port); its address is printed
+    once. Off saves about a second of start-up and ~150 MB (README "Ray dashboard").
+    """
 
     address: str = ""
     num_cpus: int = 0
+    dashboard: bool = True
+    dashboard_port: int = 0
 
 
 @dataclass
 class ExperimentConfig:
-    """``semisep experiment``: the supervised baseline against the semi-supervised model.
+    """``semisep experiment``: does unpaired audio help? (semisep/experiment.py)
 
-    For each seed in ``seeds`` both are trained with the train section's settings (the baseline
-    with alpha = beta = 0 and no critics), same architecture, data order, step budget and early
+    ``arms``: any of supervised (the baseline, always), supervised+remix (``remix`` of each batch
+    remixed from unpaired and paired stems), semi-supervised (the train section's alpha, beta,
+    n_critic), semi-supervised+remix. For each seed in ``seeds`` every arm is trained with the train
+    section's other settings, same architecture, initial weights, data order, step budget and early
     stopping, as Ray Tune trials of one device each (``gpus_per_trial`` GPUs, fractions share one;
-    ``max_concurrent`` at once, 0: as many as fit). Both are scored with museval on every entry of
+    ``max_concurrent`` at once, 0: as many as fit). All are scored with museval on every entry of
     ``test_sets`` (``{name, corpus, split}``; the first is the headline). ``generate_demo``: write
-    the demo corpus (the demo section's sizes) under <workdir>/demo_corpus and ingest it first.
+    the corpus the demo section describes under <workdir>/demo_corpus and ingest it first.
     """
 
     name: str = "experiment"
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    arms: list = field(default_factory=lambda: ["supervised", "supervised+remix", "semi-supervised",
+                                                "semi-supervised+remix"])
+    remix: float = 0.75
     test_sets: list = field(default_factory=list)
     generate_demo: bool = False
     gpus_per_trial: float = 0.0
@@ -241,8 +311,20 @@ class ExperimentConfig:
 
 @dataclass
 class DemoConfig:
-    """Sizes of the generated demo corpus (see pipeline/demo_corpus.py)."""
+    """The generated corpus: its sizes and how it is made.
 
+    generator: ``synth`` (pipeline/demo_corpus.py: formula-made voice and instruments, studio vs
+    acoustic domain) or ``sampled`` (pipeline/sampled_corpus.py: General MIDI songs played by
+    FluidSynth from soundfonts of recorded instruments and voices; the paired domain in
+    ``paired_style`` with ``paired_soundfont``, the target domain in ``target_style`` with
+    ``target_soundfont``; styles: pop, rock, jazz, folk, electronic).
+    """
+
+    generator: str = "synth"
+    paired_style: str = "pop"
+    target_style: str = "rock"
+    paired_soundfont: str = "FluidR3_GM"
+    target_soundfont: str = "MuseScore_General"
     seed: int = 0
     track_seconds: float = 20.0
     paired_train: int = 6
@@ -284,23 +366,38 @@ class Config:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "Config":
-        return _build(cls, raw or {}, source)
+        try:
+            return _build(cls, raw or {}, "")
+        except SemisepError as exc:
+            raise SemisepError(f"{source}: {exc}" if source not in ("config", "") else str(exc)) from None
 
     def validate(self) -> "Config":
+        """Ranges, choices and cross-field rules; every message names the setting."""
+        for key, (low, high, low_open) in RANGES.items():
+            value = self.get(key)
+            if value < low or (low_open and value == low) or (high is not None and value > high):
+                bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+                raise SemisepError(f"{key}={value}: must be {bound}")
+        for key, choices in CHOICES.items():
+            if self.get(key) not in choices:
+                raise SemisepError(f"{key}={self.get(key)!r}: use one of {', '.join(map(repr, choices))}")
         unit = 2**self.model.depth
         if self.data.excerpt_frames % unit:
             raise SemisepError(
                 f"data.excerpt_frames={self.data.excerpt_frames} must be a multiple of "
                 f"2**model.depth={unit}: set one of them so it divides"
             )
-        if self.transform.freq_bins % unit:
-            raise SemisepError(
-                f"transform.freq_bins={self.transform.freq_bins} must be a multiple of {unit}"
-            )
-        if self.train.precision not in ("fp32", "bf16"):
-            raise SemisepError(f"train.precision={self.train.precision!r}: use 'fp32' or 'bf16'")
-        if self.eval.protocol not in ("paper", "sigsep"):
-            raise SemisepError(f"eval.protocol={self.eval.protocol!r}: use 'paper' or 'sigsep'")
+        if self.transform.freq_bins % unit or self.transform.freq_bins > self.transform.n_fft // 2 + 1:
+            raise SemisepError(f"transform.freq_bins={self.transform.freq_bins} must be a multiple of {unit} "
+                               f"and at most n_fft // 2 + 1 = {self.transform.n_fft // 2 + 1}")
+        t = self.train
+        if len(t.gain_db) != 2 or t.gain_db[0] > t.gain_db[1]:
+            raise SemisepError(f"train.gain_db={t.gain_db}: give [low, high] in dB, low <= high")
+        if t.batch_size % t.num_workers:
+            raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
+        names = [c.name for c in self.data.corpora]
+        if len(set(names)) != len(names):
+            raise SemisepError(f"data.corpora: corpus names must be distinct ({', '.join(names)})")
         for corpus in self.data.corpora:
             if corpus.format not in CORPUS_FORMATS:
                 raise SemisepError(
@@ -313,22 +410,112 @@ class Config:
                 raise SemisepError(f"corpus {corpus.name!r}: use must be 'paired' or 'unpaired'")
         return self
 
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".")
+        return getattr(getattr(self, section), key)
+
+
+# setting -> (low, high or None, low excluded)
+RANGES = {
+    "transform.sample_rate": (1, None, False), "transform.n_fft": (2, None, False),
+    "transform.hop_length": (1, None, False), "transform.freq_bins": (1, None, False),
+    "data.excerpt_frames": (1, None, False), "data.excerpt_hop": (1, None, False),
+    "data.max_failed_share": (0.0, 1.0, False),
+    "model.depth": (1, 8, False), "model.base_channels": (1, None, False), "model.critic_channels": (1, None, False),
+    "model.critic_layers": (1, None, False), "model.dropout": (0.0, 0.99, False),
+    "train.alpha": (0.0, None, False), "train.beta": (0.0, None, False), "train.n_critic": (1, None, False),
+    "train.gp_lambda": (0.0, None, False), "train.batch_size": (1, None, False), "train.lr": (0.0, None, False),
+    "train.critic_lr": (0.0, None, True), "train.max_steps": (1, None, False), "train.val_every": (1, None, False),
+    "train.patience": (1, None, False), "train.log_every": (1, None, False), "train.num_workers": (1, None, False),
+    "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
+    "train.adversarial_paired": (0.0, 0.99, False),
+    "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),
+    "promote.accompaniment_tolerance_db": (0.0, None, False),
+    "tune.num_samples": (0, None, False), "tune.grace_steps": (0, None, False), "tune.reduction_factor": (2, None, False),
+    "tune.max_concurrent": (0, None, False), "tune.gpus_per_worker": (0.0, None, False),
+    "ray.num_cpus": (0, None, False), "ray.dashboard_port": (0, 65535, False),
+    "experiment.gpus_per_trial": (0.0, None, False),
+    "experiment.max_concurrent": (0, None, False), "experiment.remix": (0.0, 0.99, False),
+    "demo.track_seconds": (1.0, None, False), "demo.paired_train": (0, None, False),
+    "demo.unpaired_per_role": (0, None, False), "demo.valid": (0, None, False), "demo.test": (0, None, False),
+    "demo.test_in_domain": (0, None, False), "mlflow.request_timeout": (1.0, None, False),
+    "mlflow.request_retries": (0, None, False),
+}
+CHOICES = {
+    "data.dtype": ("float16", "float32"), "train.precision": ("fp32", "bf16"),
+    "train.critic_input": ("raw", "level"), "train.select_on": ("val_sdr", "val_loss"),
+    "eval.protocol": ("paper", "sigsep"), "demo.generator": ("synth", "sampled"), "tune.searcher": ("optuna", "random"),
+    "promote.split": ("valid", "test", "gate"),
+}
+
+
+def _convert(value: Any, type_name: str, where: str) -> Any:
+    """A YAML value as the field's type: "1e-4" (YAML 1.1 reads it as text) becomes 0.0001 for a
+    float setting; anything that cannot be is refused with the setting's name."""
+    def fail(expected: str):
+        raise SemisepError(f"{where}={value!r}: expected {expected}")
+
+    base = type_name.split("[")[0].strip()
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+        fail("true or false")
+    if base in ("int", "float"):
+        if isinstance(value, bool):
+            fail(f"a number ({base})")
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            fail(f"a number ({base})")
+        if not isinstance(number, (int, float)) or number != number:
+            fail(f"a number ({base})")
+        if base == "int":
+            if float(number) != int(number):
+                fail("a whole number")
+            return int(number)
+        return float(number)
+    if base == "str":
+        if isinstance(value, (dict, list)) or value is None:
+            fail("a text value")
+        return str(value)
+    if base == "list":
+        if not isinstance(value, list):
+            fail("a list, e.g. [a, b]")
+        return value
+    if base == "dict":
+        if not isinstance(value, dict):
+            fail("a mapping, e.g. {key: value}")
+        if type_name.replace(" ", "") == "dict[str,float]":
+            return {str(k): _convert(v, "float", f"{where}.{k}") for k, v in value.items()}
+        return {str(k): _convert(v, "str", f"{where}.{k}") for k, v in value.items()}
+    return value
+
 
 def _build(cls, raw: Any, where: str):
-    """Turn nested dicts into the dataclass ``cls``, refusing unknown keys by name."""
+    """Turn nested dicts into the dataclass ``cls``, refusing unknown keys by name and converting
+    every value to its field's type."""
     if not isinstance(raw, dict):
-        raise SemisepError(f"{where}: expected a mapping, got {type(raw).__name__}")
+        raise SemisepError(f"{where or 'the config'}: expected a mapping of settings, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            raise SemisepError(f"{where}: unknown setting {key!r} (known: {', '.join(fields)})")
+            raise SemisepError(f"{where or 'top level'}: unknown setting {key!r} (known: {', '.join(fields)})")
         ftype = fields[key].type
         sub = _dataclass_for(ftype)
-        if sub is not None and isinstance(value, dict):
-            value = _build(sub, value, f"{where}.{key}")
+        name = f"{where}.{key}" if where else str(key)
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise SemisepError(f"{name}: a section, not a value; set its keys, e.g. {name}.KEY=VALUE")
+            value = _build(sub, value, name)
         elif key == "corpora":
-            value = [_build(CorpusConfig, c, f"{where}.corpora[{i}]") for i, c in enumerate(value)]
+            if not isinstance(value, list):
+                raise SemisepError(f"{name}: expected a list of corpora ({{name, path, format, use}})")
+            value = [_build(CorpusConfig, c, f"{name}[{i}]") for i, c in enumerate(value)]
+        else:
+            value = _convert(value, ftype if isinstance(ftype, str) else ftype.__name__, name)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -356,13 +543,21 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise SemisepError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SemisepError(f"{path}: expected a mapping of sections (transform, data, train, ...)")
     for item in overrides or []:
-        if "=" not in item:
-            raise SemisepError(f"override {item!r}: write it as section.key=value")
-        key, value = item.split("=", 1)
-        node = raw
+        key, sep, value = item.partition("=")
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        if not sep or not all(parts):
+            raise SemisepError(f"--set {item!r}: write it as section.key=value, e.g. train.lr=0.001")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SemisepError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(exc).split())[:120]})") from None
+        node = raw
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise SemisepError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+        node[parts[-1]] = parsed
     return Config.from_dict(raw, source=path or "config").validate()

@@ -19,15 +19,16 @@ medleydb     ``<track>_METADATA.yaml`` anywhere under ROOT, stems in ``<track>_S
              a voice, accompaniment = sum of the rest, mixture = sum of all stems
 ccmixter     ``ROOT/<track>/{mix,source-01,source-02}.wav``; source-01 is the accompaniment,
              source-02 the voice
-ikala        ``ROOT/Wavs/*.wav`` (or ``ROOT/*.wav``): stereo, accompaniment left, voice right;
-             mixture = left + right
+ikala        ``ROOT/Wavs/<song>_<section>.wav`` (or ``ROOT/*.wav``): stereo, accompaniment
+             left, voice right; mixture = left + right; a song's sections share a split
 folder       ``ROOT/<role>/**/*.{wav,flac,ogg,mp3,m4a}``: unpaired audio, role from the folder
 ===========  ==========================================================================
 
 Splits: corpora with split folders take the split from the folder name (``splits`` renames
 them, e.g. ``{Dev: train}``; ``skip`` leaves a folder out). ``partition`` (weights per split,
-e.g. ``{train: 1, valid: 1, test: 1}`` for thirds) assigns each track by a hash of its id, so an
-assignment never changes when tracks are added. ``use: unpaired`` turns the *train* tracks of a
+e.g. ``{train: 1, valid: 1, test: 1}`` for thirds) assigns each track by a hash of its song (its
+id, or for iKala the song its clip belongs to), so an assignment never changes when tracks are
+added and no song is split across train and test. ``use: unpaired`` turns the *train* tracks of a
 multitrack corpus into unpaired mixtures, vocals and accompaniment; valid and test tracks stay
 paired, because validation and evaluation need the truth.
 """
@@ -88,13 +89,14 @@ class TrackSpec:
 
 @dataclass
 class _Track:
-    """What an adapter finds: a track id, its sources, and the split folder it sat in (if any)."""
+    """What an adapter finds: a track id, its sources, the split folder it sat in (if any), its song."""
 
     track_id: str
     sources: dict[str, list[dict]]
     folder_split: str | None = None
     error: str = ""
     skip: str = ""
+    song: str | None = None  # tracks of one song share a split (iKala's <song>_verse, <song>_chorus)
 
 
 def scan_corpus(cfg: CorpusConfig, cache_dir: str | None = None) -> list[TrackSpec]:
@@ -118,19 +120,24 @@ def scan_corpus(cfg: CorpusConfig, cache_dir: str | None = None) -> list[TrackSp
         raise SemisepError(f"corpus {cfg.name!r}: folder {cfg.path} does not exist")
     if cfg.format not in ADAPTERS:
         raise SemisepError(f"corpus {cfg.name!r}: format {cfg.format!r} is not one of {', '.join(FORMATS)}")
+    tracks = ADAPTERS[cfg.format](root)
+    if not tracks:
+        raise SemisepError(f"corpus {cfg.name!r}: no {cfg.format} tracks in {cfg.path} (an empty folder, an unmounted "
+                           "mount point, or another format?); nothing in the store was changed")
     specs = []
-    for track in ADAPTERS[cfg.format](root):
+    for track in tracks:
         specs.extend(_assign(cfg, track))
     for spec in specs:
         spec.mirror = mirror
     return specs
 
 
-def split_of(cfg: CorpusConfig, track_id: str, folder_split: str | None) -> str:
-    """The split a track serves: ``partition`` by hash, else its (renamed) folder, else ``split``."""
+def split_of(cfg: CorpusConfig, track_id: str, folder_split: str | None, song: str | None = None) -> str:
+    """The split a track serves: ``partition`` by a hash of its song (files of one song stay
+    together), else its (renamed) folder, else ``split``."""
     if cfg.partition:
         total = sum(cfg.partition.values())
-        u = int(hashlib.sha256(f"{cfg.name}/{track_id}".encode()).hexdigest()[:12], 16) / 16**12
+        u = int(hashlib.sha256(f"{cfg.name}/{song or track_id}".encode()).hexdigest()[:12], 16) / 16**12
         edge = 0.0
         for split, weight in cfg.partition.items():
             edge += weight / total
@@ -144,7 +151,7 @@ def split_of(cfg: CorpusConfig, track_id: str, folder_split: str | None) -> str:
 
 
 def _assign(cfg: CorpusConfig, track: _Track) -> list[TrackSpec]:
-    split = split_of(cfg, track.track_id, track.folder_split)
+    split = split_of(cfg, track.track_id, track.folder_split, track.song)
     if split == SKIP:
         return []
     if len(track.sources) == 1:  # an unpaired file of one role (folder corpora)
@@ -235,9 +242,11 @@ def _ccmixter(root: Path) -> list[_Track]:
 
 
 def _ikala(root: Path) -> list[_Track]:
+    """iKala clips are named <song>_<section> (e.g. 10161_chorus): a song's clips share a split."""
     folder = root / "Wavs" if (root / "Wavs").is_dir() else root
     return [_Track(f.stem, {"mixture": [part(f, channel=0), part(f, channel=1)],
-                            "vocals": [part(f, channel=1)], "accompaniment": [part(f, channel=0)]})
+                            "vocals": [part(f, channel=1)], "accompaniment": [part(f, channel=0)]},
+                   song=f.stem.rsplit("_", 1)[0])
             for f in _files(folder, "*.wav")]
 
 

@@ -299,41 +299,68 @@ def write_pcm16(path: Path, audio: np.ndarray) -> None:
 
 def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: float = 20.0,
                          paired_train: int = 6, unpaired_per_role: int = 8, valid: int = 2,
-                         test: int = 4, test_in_domain: int = 2, progress: bool = True) -> dict[str, int]:
-    """Write the demo corpus under ``root``; files already there are kept (same seed, same audio).
+                         test: int = 4, test_in_domain: int = 2, progress: bool = True,
+                         render=None, workers: int = 1) -> dict[str, int]:
+    """Write a two-domain corpus under ``root``; files already there are kept (same seed, same audio).
 
+    ``render(seed, domain)`` makes one song's stems for domain ``paired`` or ``target`` (default:
+    this module's synthesiser, studio and acoustic); ``workers`` songs are rendered at once.
     Layout (MUSDB18-HQ for paired folders, ``<role>/*.wav`` for unpaired):
-      paired/train/<track>/{mixture,vocals,accompaniment}.wav   studio domain, small
-      target/{valid,test}/<track>/...                           acoustic domain
-      in_domain/test/<track>/...                                studio domain, held out
-      unpaired/{mixture,vocals,accompaniment}/<name>.wav        acoustic domain, distinct songs
+      paired/train/<track>/{mixture,vocals,accompaniment}.wav   paired domain, small
+      target/{valid,test}/<track>/...                           target domain
+      in_domain/test/<track>/...                                paired domain, held out
+      unpaired/{mixture,vocals,accompaniment}/<name>.wav        target domain, distinct songs
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
+    if render is None:
+        render = lambda song_seed, domain: render_song(song_seed, SYNTH_DOMAINS[domain], track_seconds)  # noqa: E731
     root = Path(root)
     jobs = []
-    song = 0
     for i in range(paired_train):
-        jobs.append(("studio", root / "paired" / "train" / f"studio_{i:03d}", None)); song += 1
+        jobs.append(("paired", root / "paired" / "train" / f"paired_{i:03d}", None))
     for split, count in (("valid", valid), ("test", test)):
         for i in range(count):
-            jobs.append(("acoustic", root / "target" / split / f"acoustic_{split}_{i:03d}", None))
+            jobs.append(("target", root / "target" / split / f"target_{split}_{i:03d}", None))
     for i in range(test_in_domain):
-        jobs.append(("studio", root / "in_domain" / "test" / f"studio_test_{i:03d}", None))
+        jobs.append(("paired", root / "in_domain" / "test" / f"paired_test_{i:03d}", None))
     for role in ("mixture", "vocals", "accompaniment"):
         for i in range(unpaired_per_role):
-            jobs.append(("acoustic", root / "unpaired" / role / f"acoustic_{role}_{i:03d}.wav", role))
+            jobs.append(("target", root / "unpaired" / role / f"target_{role}_{i:03d}.wav", role))
 
-    written = 0
-    for k, (domain, dest, role) in enumerate(tqdm(jobs, desc="demo corpus", unit="song", disable=not progress)):
-        done = dest.exists() if role else (dest / "mixture.wav").exists()
-        if done:
-            continue
-        stems = render_song(seed * 100_003 + k, domain, track_seconds)
+    def write(k: int) -> bool:
+        domain, dest, role = jobs[k]
+        if dest.exists() if role else (dest / "mixture.wav").exists():
+            return False
+        stems = render(seed * 100_003 + k, domain)
         if role:
             write_pcm16(dest, stems[role])
         else:
             for name, audio in stems.items():
                 write_pcm16(dest / f"{name}.wav", audio)
-        written += 1
-    return {"songs": len(jobs), "written": written}
+        return True
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        done = list(tqdm(pool.map(write, range(len(jobs))), total=len(jobs), desc="corpus", unit="song",
+                         disable=not progress))
+    return {"songs": len(jobs), "written": sum(done)}
+
+
+SYNTH_DOMAINS = {"paired": "studio", "target": "acoustic"}
+
+
+def generate(root: str | os.PathLike, demo, progress: bool = True) -> dict[str, int]:
+    """Write the corpus the ``demo`` config section describes (pipeline.config.DemoConfig):
+    ``generator: synth`` (this module) or ``sampled`` (pipeline/sampled_corpus.py, FluidSynth)."""
+    render, workers = None, 1
+    if demo.generator == "sampled":
+        from pipeline.sampled_corpus import renderer
+
+        render = renderer(demo.track_seconds, (demo.paired_style, demo.paired_soundfont),
+                          (demo.target_style, demo.target_soundfont))
+        workers = os.cpu_count() or 1  # fluidsynth runs as a subprocess: threads overlap
+    return generate_demo_corpus(root, demo.seed, demo.track_seconds, demo.paired_train, demo.unpaired_per_role,
+                                demo.valid, demo.test, demo.test_in_domain, progress=progress, render=render,
+                                workers=workers)

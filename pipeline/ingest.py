@@ -24,13 +24,16 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.audio import resample, to_mono
-from pipeline.config import Config
+from pipeline.audio import audio_info
+from pipeline.config import Config, TransformConfig
 from pipeline.corpora import TrackSpec, load_source, scan_corpus
-from pipeline.errors import AudioError, SemisepError
+from pipeline.errors import AudioError, SemisepError, StoreError
 from pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_lock, write_manifest
 from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
-from pipeline.spectrogram import TransformConfig, features, num_frames
+from pipeline.spectrogram import num_frames, resample, stft, to_mono
+
+TRACK_KEY = ["corpus", "split", "role", "track_id"]
+
 
 @dataclass
 class IngestReport:
@@ -45,8 +48,17 @@ class IngestReport:
         return self.manifest[self.manifest.status == "error"]
 
     @property
+    def tracks(self) -> int:
+        return len(self.manifest.drop_duplicates(TRACK_KEY))
+
+    @property
+    def failed_tracks(self) -> int:
+        return len(self.failed.drop_duplicates(TRACK_KEY))
+
+    @property
     def failed_share(self) -> float:
-        return len(self.failed) / max(len(self.manifest), 1)
+        """Failed tracks over all tracks (a bad stem fails its track once, not once per sibling file)."""
+        return self.failed_tracks / max(self.tracks, 1)
 
 
 @dataclass(frozen=True)
@@ -141,17 +153,21 @@ def process_track(spec: TrackSpec, recipe: Recipe, shards_dir: str, known: dict[
         out = shard_path(shards_dir, spec, content)
         for row in rows.values():
             row.update(track_hash=content, shard=out)
-        if storage.exists(out):  # same bytes as a shard already written (e.g. a touched file)
+        if storage.exists(out):  # same bytes as a shard already written (e.g. a touched file, a rerun)
             fs, inner = storage.resolve(out)
             n = pq.ParquetFile(inner, filesystem=fs).metadata.num_rows
-            for row in rows.values():
+            for path, row in rows.items():
                 row["excerpts"] = n
+                if not row["duration"]:  # the manifest row is new: read the header, not the audio
+                    row["duration"], row["sample_rate"], row["channels"] = audio_info(path)
             return list(rows.values())
         n = _write_track_shard(spec, recipe, out, rows)
         for row in rows.values():
             row["excerpts"] = n
     except AudioError as exc:
         return _fail(rows, exc.path, exc.reason)
+    except StoreError:
+        raise  # the store failed, not this track: the run stops and says so
     except Exception as exc:  # noqa: BLE001 - one odd file must not stop the night
         return _fail(rows, spec.paths()[0], f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
     return list(rows.values())
@@ -182,7 +198,7 @@ def _write_track_shard(spec: TrackSpec, recipe: Recipe, out: str, rows: dict[str
         need = (recipe.excerpt_frames - 1) * transform.hop_length / transform.sample_rate
         raise AudioError(first_path, f"too short: {n / sr:.2f} s, one excerpt needs {need:.2f} s")
     torch.set_num_threads(1)
-    specs = {k: features(torch.from_numpy(np.ascontiguousarray(v, np.float32)), transform).numpy()
+    specs = {k: stft(torch.from_numpy(np.ascontiguousarray(v, np.float32)), transform)[: transform.freq_bins].numpy()
              for k, v in sources.items()}
     meta = {"track_id": spec.track_id, "corpus": spec.corpus, "split": spec.split, "role": spec.role}
     return write_shard(out, meta, specs, starts, transform, recipe.excerpt_frames, recipe.dtype)
@@ -196,8 +212,11 @@ def _process_item(item: dict, recipe: Recipe, shards_dir: str) -> dict:
                 storage.ensure_local(path, *spec.mirror)
             except OSError:
                 pass  # reported by the decoder as the file's error, like any unreadable file
-    rows = process_track(spec, recipe, shards_dir, json.loads(item["known"]))
-    return {"rows": json.dumps(rows)}
+    try:
+        rows = process_track(spec, recipe, shards_dir, json.loads(item["known"]))
+    except StoreError as exc:  # returned, not raised: Ray Data would wrap it beyond recognition
+        return {"rows": "[]", "store_error": json.dumps([exc.location, exc.reason])}
+    return {"rows": json.dumps(rows), "store_error": ""}
 
 
 def scan(cfg: Config) -> list[TrackSpec]:
@@ -210,7 +229,8 @@ def scan(cfg: Config) -> list[TrackSpec]:
 
 
 def _reusable(spec: TrackSpec, previous: list[dict], recipe: Recipe) -> bool:
-    """True when the track's files are unchanged (size, mtime) since ``previous`` rows were written."""
+    """True when the track's files are unchanged (size, mtime) since ``previous`` rows were written
+    and those rows are a finished result (ingested, or skipped on purpose); failed tracks are retried."""
     by_path = {r["path"]: r for r in previous}
     if spec.error or spec.skip or set(by_path) != set(spec.paths()):
         return False
@@ -223,7 +243,10 @@ def _reusable(spec: TrackSpec, previous: list[dict], recipe: Recipe) -> bool:
             return False
     if track_hash(spec, {p: r["file_hash"] for p, r in by_path.items()}, recipe) != previous[0]["track_hash"]:
         return False
-    return previous[0]["status"] != "ok" or storage.exists(previous[0]["shard"])
+    status = previous[0]["status"]
+    if status == "error":
+        return False  # failed before (a full disk, a transient read error): try again
+    return status == "skipped" or (storage.exists(previous[0]["shard"]) and all(r["duration"] > 0 for r in previous))
 
 
 def _remove_temp_files(shards_dir: str) -> int:
@@ -277,12 +300,46 @@ def _ingest_locked(cfg: Config, shards_dir: str, progress: bool) -> IngestReport
     if todo:
         rows.extend(_run_ray(cfg, todo, recipe, shards_dir, progress))
     manifest = pd.DataFrame(rows, columns=list(COLUMNS))
+    manifest = refuse_shared_audio(manifest)
     manifest = manifest.sort_values(["corpus", "split", "role", "track_id", "path"]).reset_index(drop=True)
     version = dataset_version(manifest, cfg.transform)
-    write_manifest(manifest, shards_dir, version)
+    try:
+        write_manifest(manifest, shards_dir, version)
+    except StoreError as exc:
+        raise StoreError(exc.location, f"{exc.reason}; the previous manifest is unchanged: free space (or fix "
+                                       "access) and run ingest again") from None
     pruned = _prune(shards_dir, manifest)
     processed = int(manifest.processed.sum())
     return IngestReport(manifest, version, time.time() - started, processed, pruned)
+
+
+def refuse_shared_audio(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Fail every track whose audio (its mixture file, or its one file) also sits in another split
+    or corpus: the same song in training and evaluation would make the evaluation a lie. The
+    reason names the other place; the tracks stay out until one copy is removed."""
+    ok = manifest[(manifest.status == "ok") & (manifest.file_hash != "")]
+    identity = ok[(ok.role != "paired") | ok.sources.str.split(",").map(lambda s: "mixture" in s)]
+    places = identity.groupby("file_hash").apply(lambda g: g[["corpus", "split", "path"]].values.tolist(),
+                                                include_groups=False)
+    bad: dict[tuple, str] = {}
+    for file_hash, where in places.items():
+        if len({(corpus, split) for corpus, split, _ in where}) < 2:
+            continue
+        for corpus, split, path in where:
+            other = next(w for w in where if (w[0], w[1]) != (corpus, split))
+            bad[(corpus, split, path)] = (f"same audio as {other[2]} ({other[0]}/{other[1]}): one song in two splits "
+                                          "or corpora would leak between training and evaluation; remove one copy")
+    if not bad:
+        return manifest
+    manifest = manifest.copy()
+    for (corpus, split, path), reason in bad.items():
+        row = manifest[(manifest.corpus == corpus) & (manifest.split == split) & (manifest.path == path)].iloc[0]
+        track = ((manifest.corpus == corpus) & (manifest.split == split) & (manifest.role == row.role)
+                 & (manifest.track_id == row.track_id))
+        manifest.loc[track, ["status", "shard", "excerpts"]] = ["error", "", 0]
+        manifest.loc[track, "error"] = f"not ingested: {os.path.basename(path)} of this track: {reason}"
+        manifest.loc[track & (manifest.path == path), "error"] = reason
+    return manifest
 
 
 def _plain(value):
@@ -306,6 +363,10 @@ def _run_ray(cfg: Config, todo: list[dict], recipe: Recipe, shards_dir: str, pro
     rows, audio_s, started = [], 0.0, time.time()
     with tqdm(total=files, desc="ingest", unit="file", disable=not progress) as bar:
         for item in ds.iter_rows():
+            if item["store_error"]:  # the store failed (a full disk): stop, keep the last manifest
+                location, reason = json.loads(item["store_error"])
+                raise StoreError(location, f"{reason}; the store {shards_dir} keeps the last run's manifest and "
+                                           "shards: free space (or fix access) and run ingest again")
             track = json.loads(item["rows"])
             rows.extend(track)
             audio_s += max(r["duration"] for r in track)
@@ -324,7 +385,7 @@ def format_report(report: IngestReport) -> str:
     lines = [
         f"ingested {len(ok_tracks)} of {len(tracks)} tracks ({len(ok)} of {len(m)} files); "
         f"{report.processed} files processed now, {len(m) - report.processed} unchanged; "
-        f"{len(report.failed)} failed, {len(skipped)} tracks skipped, {report.pruned} stale shards removed",
+        f"{report.failed_tracks} tracks failed, {len(skipped)} skipped, {report.pruned} stale shards removed",
         f"{ok_tracks.duration.sum() / 3600:.3f} h of audio, {int(ok_tracks.excerpts.sum())} excerpts, "
         f"{report.seconds:.1f} s; dataset version {report.dataset_version}",
     ]

@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.config import TransformConfig
 from pipeline.errors import SemisepError
-from pipeline.spectrogram import TransformConfig
 
 MANIFEST = "manifest.parquet"
 LOCK = ".ingest.lock"

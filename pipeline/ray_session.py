@@ -2,17 +2,34 @@
 
 Inside a job (``ray job submit -- semisep ...``) Ray's job driver sets RAY_ADDRESS and
 ``ray.init()`` joins that cluster; semisep then never asks for a local Ray's CPU count.
+
+A local Ray is this process's own: its dashboard (the state API) gets an address chosen here and
+handed to every worker, so Ray Train's clean-up finds this Ray even when another semisep command
+runs a Ray of its own on the same machine. The console keeps semisep's lines: Ray Data's execution
+plans go to its log file (ray_data_logging.yaml), Ray's workers print errors only, and tracebacks
+still reach the user.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 
 from pipeline.config import Config
 
+RAY_DATA_LOGGING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_data_logging.yaml")
 
-def ensure_ray(cfg: Config) -> None:
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_ray(cfg: Config, say=None) -> None:
     """Initialise Ray once per process from ``cfg.ray``; project code is shipped to workers."""
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_LOGGING)  # read when ray.data is imported
     import ray
 
     if ray.is_initialized():
@@ -24,16 +41,30 @@ def ensure_ray(cfg: Config) -> None:
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
-        # Ray's own workers and actors log at ERROR and above only: without the dashboard (not
-        # installed), Ray Train's placement-group cleaner warns every second that the state API is
-        # unavailable, which buried every line semisep prints. Errors and tracebacks still show.
+        # Ray's own workers and actors log at ERROR and above only; errors and tracebacks still show
         logging_config=ray.LoggingConfig(log_level="ERROR"),
     )
     joining = bool(cfg.ray.address and cfg.ray.address != "local") or "RAY_ADDRESS" in os.environ
+    dashboard = ""
     if not joining:
         kwargs["num_cpus"] = cfg.ray.num_cpus or os.cpu_count()
+        # Ray Train's spot-preemption watcher has nothing to watch on one machine, and its actor
+        # makes the driver log a native error line per training; on a cluster it stays on
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        if cfg.ray.dashboard:
+            port = cfg.ray.dashboard_port or _free_port()
+            dashboard = f"http://127.0.0.1:{port}"
+            kwargs |= {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+            # this Ray's state API, for Ray Train's placement-group cleaner in its workers
+            os.environ["RAY_API_SERVER_ADDRESS"] = dashboard
+    # workers on other nodes reach MLflow as the driver does: its settings and credentials
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    if joining and env_vars:
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     if cfg.ray.address.startswith("ray://"):
         # Ray Client from a laptop: ship the code; cluster nodes install the project (cluster.yaml)
-        kwargs["runtime_env"] = {"working_dir": root, "excludes": [".venv", "work", ".git"]}
+        kwargs["runtime_env"] = {"working_dir": root, "excludes": [".venv", "work", ".git"], "env_vars": env_vars}
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     ray.init(**kwargs)
+    if dashboard:
+        (say or (lambda line: print(line, file=sys.stderr, flush=True)))(f"Ray dashboard: {dashboard}")

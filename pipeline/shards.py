@@ -1,6 +1,10 @@
-"""Parquet shards of log-magnitude excerpts: schema, atomic writing, reading back.
+"""Parquet shards of complex STFT excerpts: schema, atomic writing, reading back.
 
-One shard holds the excerpts of one source track. Schema (version ``SCHEMA_VERSION``):
+One shard holds the excerpts of one source track. Excerpts are the complex STFT (the shared
+transform's bins), stored as real and imaginary planes, so training can mix sources exactly
+(remixes, gain changes: the STFT is linear) and score estimates as signals; the model's
+features are ``log1p`` of their magnitude (pipeline/spectrogram.py). Schema (version
+``SCHEMA_VERSION``):
 
 =============  ==========  ===============================================================
 column         type        meaning
@@ -10,7 +14,8 @@ corpus         string      corpus name from the config
 split          string      train / valid / test
 role           string      ``paired`` or mixture / vocals / accompaniment
 start_frame    int32       first STFT frame of the excerpt in the track
-mixture        binary      float16 [freq_bins, frames], C order (paired rows and role=mixture)
+mixture        binary      float16 [2, freq_bins, frames] (real, imaginary), C order
+                           (paired rows and role=mixture)
 vocals         binary      same, paired rows and role=vocals
 accompaniment  binary      same, paired rows and role=accompaniment
 =============  ==========  ===============================================================
@@ -29,10 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
+from pipeline.config import TransformConfig
 from pipeline.errors import SemisepError
-from pipeline.spectrogram import TransformConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: log-magnitudes; 2: complex STFT planes
 SOURCE_COLUMNS = ("mixture", "vocals", "accompaniment")
 
 
@@ -49,7 +54,7 @@ def excerpt_starts(total_frames: int, excerpt_frames: int, hop: int) -> list[int
 def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarray],
                 starts: list[int], transform: TransformConfig, excerpt_frames: int,
                 dtype: str = "float16") -> int:
-    """Write excerpts of ``sources`` (name -> (freq_bins, total_frames)) as one shard, atomically.
+    """Write excerpts of ``sources`` (name -> complex STFT (freq_bins, total_frames)) as one shard, atomically.
 
     meta holds track_id, corpus, split, role. ``path`` is a local path or a URI (pipeline/storage.py).
     Returns the number of rows.
@@ -63,8 +68,9 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
         "start_frame": pa.array(starts, pa.int32()),
     }
     for name, spec in sources.items():
-        assert spec.shape[0] == transform.freq_bins, spec.shape
-        blobs = [np.ascontiguousarray(spec[:, s:s + excerpt_frames], dtype=dtype).tobytes() for s in starts]
+        assert spec.shape[0] == transform.freq_bins and np.iscomplexobj(spec), (name, spec.shape, spec.dtype)
+        planes = np.stack([spec.real, spec.imag]).astype(dtype)  # (2, F, total_frames)
+        blobs = [np.ascontiguousarray(planes[:, :, s:s + excerpt_frames]).tobytes() for s in starts]
         columns[name] = pa.array(blobs, pa.binary())
     table = pa.table(columns).replace_schema_metadata(shard_metadata(transform, excerpt_frames, dtype))
     storage.write_atomic(str(path), lambda fs, p: pq.write_table(table, p, compression="zstd", filesystem=fs))
@@ -108,16 +114,18 @@ def check_shard(path: str | os.PathLike, transform: TransformConfig, excerpt_fra
 
 
 def decode(blobs, freq_bins: int, frames: int, dtype: str = "float16") -> np.ndarray:
-    """Binary excerpt cells -> float32 (rows, freq_bins, frames)."""
+    """Binary excerpt cells -> (rows, 2, freq_bins, frames) real and imaginary planes, in ``dtype``
+    (the shard's storage type: float16 rows stay half the memory until a batch is made)."""
     if len(blobs) == 0:
-        return np.zeros((0, freq_bins, frames), np.float32)
+        return np.zeros((0, 2, freq_bins, frames), dtype)
     flat = np.frombuffer(b"".join(blobs), dtype=dtype)
-    return flat.reshape(len(blobs), freq_bins, frames).astype(np.float32)
+    return flat.reshape(len(blobs), 2, freq_bins, frames).copy()
 
 
 def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
                   excerpt_frames: int) -> np.ndarray:
-    """All excerpts of ``column`` in ``paths`` as float32 (rows, freq_bins, frames), no Ray needed."""
+    """All excerpts of ``column`` in ``paths`` as (rows, 2, freq_bins, frames) planes in the shards'
+    storage type, rows in the order of ``paths`` then ``start_frame``; no Ray needed."""
     arrays = []
     for path in paths:
         dtype = check_shard(path, transform, excerpt_frames)
@@ -125,5 +133,5 @@ def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
         blobs = pq.read_table(inner, columns=[column], filesystem=fs).column(column).to_pylist()
         arrays.append(decode(blobs, transform.freq_bins, excerpt_frames, dtype))
     if not arrays:
-        return np.zeros((0, transform.freq_bins, excerpt_frames), np.float32)
+        return np.zeros((0, 2, transform.freq_bins, excerpt_frames), np.float16)
     return np.concatenate(arrays)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import SemisepError
+from pipeline.errors import SemisepError, StoreError
 
 
 def has_scheme(location: str) -> bool:
@@ -92,19 +92,27 @@ def delete(location: str) -> None:
 
 
 def write_atomic(location: str, write: Callable[[pafs.FileSystem, str], None]) -> None:
-    """Call ``write(fs, path)`` so that ``location`` appears whole or not at all."""
+    """Call ``write(fs, path)`` so that ``location`` appears whole or not at all.
+
+    A failure of the store itself (full disk, no permission, a lost mount or bucket) is raised as
+    ``StoreError`` naming ``location``, with nothing left behind.
+    """
     fs, path = resolve(location)
-    fs.create_dir(posixpath.dirname(path) if has_scheme(location) else os.path.dirname(path), recursive=True)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        write(fs, path)
-        return
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = None
     try:
+        fs.create_dir(posixpath.dirname(path) if has_scheme(location) else os.path.dirname(path), recursive=True)
+        if not isinstance(fs, pafs.LocalFileSystem):
+            write(fs, path)
+            return
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         write(fs, tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # pyarrow's IO errors are OSErrors too
+        reason = exc.strerror or " ".join(str(exc).split())[:200]
+        raise StoreError(location, f"cannot write ({reason})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
@@ -26,7 +27,7 @@ def tiny_config(workdir, corpus, **extra):
         f" {{name: unpaired, path: {corpus}/unpaired, format: folder, use: unpaired}}]",
         "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3",
         "train.batch_size=4", "train.max_steps=4", "train.val_every=2", "train.log_every=1",
-        "train.lr=0.001", "train.n_critic=2", "ray.num_cpus=2",
+        "train.lr=0.001", "train.n_critic=2", "train.remix=0", "ray.num_cpus=2",
         "eval.corpus=target", "mlflow.experiment=tests",
     ]
     overrides += [f"{k}={v}" for k, v in extra.items()]
@@ -50,20 +51,37 @@ def wait_for(what: str, ready, proc: subprocess.Popen | None = None, log=None, t
 
 
 @contextmanager
-def mlflow_server_process(root):
-    """A real `mlflow server` on loopback (SQLite, local artifacts) for the block; yields its URL."""
+def mlflow_server_process(root, auth: dict | None = None):
+    """A real `mlflow server` on loopback (SQLite, local artifacts) for the block; yields its URL.
+
+    ``auth``: run it behind MLflow's basic-auth app as cluster.yaml does (deploy/mlflow-auth.ini,
+    its user store moved into ``root``), with this admin login ({"username", "password"})."""
     port = free_port()
     log_path = root / "server.log"
     log = open(log_path, "w")
+    env = dict(os.environ)
+    args = []
+    if auth:
+        from pathlib import Path
+
+        ini = (Path(__file__).resolve().parents[1] / "deploy" / "mlflow-auth.ini").read_text()
+        ini = "\n".join(f"database_uri = sqlite:///{root}/auth.db" if line.startswith("database_uri") else line
+                        for line in ini.splitlines())
+        (root / "auth.ini").write_text(ini)
+        env |= {"MLFLOW_AUTH_CONFIG_PATH": str(root / "auth.ini"), "MLFLOW_AUTH_ADMIN_USERNAME": auth["username"],
+                "MLFLOW_AUTH_ADMIN_PASSWORD": auth["password"], "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret"}
+        args = ["--app-name", "basic-auth"]
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *args],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         try:
             urllib.request.urlopen(url + "/health", timeout=2)
+            return True
+        except urllib.error.HTTPError:  # up, and asking for a login
             return True
         except OSError:
             return False
@@ -107,6 +125,7 @@ def ingested(tiny_corpus, tmp_path_factory, ray_session):
 @pytest.fixture(scope="session")
 def trained(ingested):
     """Supervised and semi-supervised tiny models trained with real Ray Train and MLflow."""
+    from evaluation.registry import log_model
     from training.train import train
 
     cfg, _ = ingested
@@ -114,5 +133,5 @@ def trained(ingested):
     for name, alpha, beta in (("supervised", 0.0, 0.0), ("semi-supervised", 0.001, 0.001)):
         run_cfg = type(cfg).from_dict(cfg.to_dict())
         run_cfg.train.alpha, run_cfg.train.beta = alpha, beta
-        out[name] = train(run_cfg, name)
+        out[name] = train(run_cfg, name, log_model=log_model)
     return cfg, out

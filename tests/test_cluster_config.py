@@ -57,3 +57,18 @@ def test_kubernetes_cronjob_submits_the_nightly_job():
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     command = " ".join(container["args"])
     assert "ray job submit" in command and "semisep nightly --config configs/cluster.yaml" in command
+
+
+def test_mlflow_server_runs_behind_basic_auth_with_the_shipped_login():
+    raw = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    head = " ".join(raw["head_start_ray_commands"])
+    assert "mlflow server --app-name basic-auth" in head and "MLFLOW_AUTH_CONFIG_PATH=$HOME/semisep/deploy/mlflow-auth.ini" in head
+    assert "~/.semisep/mlflow.env" in raw["file_mounts"]
+    for commands in (raw["head_start_ray_commands"], raw["worker_start_ray_commands"]):
+        ray_start = next(c for c in commands if "ray start" in c)
+        assert ". ~/.semisep/mlflow.env" in ray_start  # drivers and workers carry the login
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "deploy" / "mlflow-auth.ini")
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"

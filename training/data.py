@@ -1,12 +1,18 @@
-"""Training data from the shards: which files, checked against the config, read by Ray Data.
+"""Training data from the shards: which files, checked against the config, read into memory.
 
 Four training streams: ``paired`` (mixture, vocals, accompaniment) and the unpaired
 ``mixture``, ``vocals`` and ``accompaniment``; plus ``valid`` (paired, validation split).
+
+Every worker reads the shard files itself (pyarrow, any path or URI every node reaches), in a
+fixed order: files sorted by name, rows by start frame. A worker of rank r among w keeps the
+rows r, r + w, r + 2w, ... of every training stream, so which rows a worker holds depends only
+on the data and (r, w): two runs with the same seed see the same batches, and a resumed run
+continues on the rows its checkpoint's positions refer to. The validation split is read whole.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,7 +20,7 @@ import torch
 from pipeline.config import Config
 from pipeline.errors import SemisepError
 from pipeline.manifest import read_manifest, shards_in_use
-from pipeline.shards import SOURCE_COLUMNS, check_shard, decode
+from pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
 
 STREAMS = ("paired", "mixture", "vocals", "accompaniment")
 
@@ -51,36 +57,56 @@ def stream_columns(stream: str) -> list[str]:
     return list(SOURCE_COLUMNS) if stream in ("paired", "valid") else [stream]
 
 
-def ray_datasets(cfg: Config, paths: dict[str, list[str]]) -> dict:
-    """Ray Data datasets per stream, decoded to float32 tensors (rows, F, T) per column."""
-    import ray
+def needed_streams(cfg: Config, paths: dict[str, list[str]]) -> list[str]:
+    """The training streams this run reads: unpaired ones only for semi-supervised or remix runs."""
+    unpaired = cfg.train.semi_supervised or cfg.train.remix > 0
+    return [s for s in STREAMS if paths.get(s) and (s == "paired" or unpaired)]
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+
+def read_stream(paths: list[str], columns: list[str], cfg: Config, rank: int = 0,
+                world: int = 1) -> dict[str, torch.Tensor]:
+    """Column -> planes (rows, 2, F, T) in the shards' storage type, rows ``rank::world``."""
     out = {}
-    f, t, dtype = cfg.transform.freq_bins, cfg.data.excerpt_frames, cfg.data.dtype
-    for stream, files in paths.items():
-        if not files or (stream in SOURCE_COLUMNS and not cfg.train.semi_supervised):
-            continue
-        cols = stream_columns(stream)
-        ds = ray.data.read_parquet(files, columns=cols + ["track_id", "start_frame"])
-        out[stream] = ds.map_batches(_decode_batch, fn_kwargs={"cols": cols, "f": f, "t": t, "dtype": dtype},
-                                     batch_format="numpy")
+    for column in columns:
+        planes = read_excerpts(paths, column, cfg.transform, cfg.data.excerpt_frames)[rank::world]
+        out[column] = torch.from_numpy(np.ascontiguousarray(planes))
     return out
 
 
-def _decode_batch(batch: dict[str, np.ndarray], cols: list[str], f: int, t: int, dtype: str) -> dict[str, np.ndarray]:
-    """Binary cells -> float32 (rows, F, T) per column, plus ``key`` (track#start) to sort rows by."""
-    out = {c: decode(list(batch[c]), f, t, dtype) for c in cols}
-    out["key"] = np.array([f"{tr}#{st:09d}" for tr, st in zip(batch["track_id"], batch["start_frame"])])
-    return out
+@dataclass
+class ValidationSet:
+    """The validation split in memory: planes per source (rows, 2, F, T) and each row's track."""
+
+    planes: dict[str, torch.Tensor]
+    track: torch.Tensor  # (rows,) int64, index into ``tracks``
+    tracks: list[str]
 
 
-def endless(iterable_factory, stream: str) -> Iterator[dict[str, torch.Tensor]]:
-    """Repeat a finite batch iterator forever (each pass reshuffles)."""
-    while True:
-        empty = True
-        for batch in iterable_factory():
-            empty = False
-            yield batch
-        if empty:
-            raise SemisepError(f"training stream {stream!r} yields no full batch: lower train.batch_size or add data")
+def read_validation(paths: list[str], cfg: Config) -> ValidationSet:
+    import pyarrow.parquet as pq
+
+    from pipeline import storage
+
+    planes = read_stream(paths, list(SOURCE_COLUMNS), cfg)
+    names, index = [], []
+    for path in paths:  # the same order read_excerpts uses
+        fs, inner = storage.resolve(path)
+        ids = pq.read_table(inner, columns=["track_id"], filesystem=fs).column("track_id").to_pylist()
+        for track in ids:
+            if not names or names[-1] != track:
+                names.append(track)
+            index.append(len(names) - 1)
+    return ValidationSet(planes, torch.tensor(index, dtype=torch.long), names)
+
+
+def load_training_data(cfg: Config, rank: int = 0, world: int = 1) -> tuple[dict[str, dict[str, torch.Tensor]], ValidationSet]:
+    """(training streams of this worker, the whole validation split), checked against the config."""
+    paths = stream_paths(cfg)
+    streams = {}
+    for stream in needed_streams(cfg, paths):
+        streams[stream] = read_stream(paths[stream], stream_columns(stream), cfg, rank, world)
+        rows = len(next(iter(streams[stream].values())))
+        if rows == 0:
+            raise SemisepError(f"training stream {stream!r} has no rows for worker {rank} of {world}: "
+                               "add data or use fewer workers")
+    return streams, read_validation(paths["valid"], cfg)

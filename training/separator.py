@@ -60,7 +60,9 @@ class UNet(nn.Module):
             if i > 0:
                 h = torch.cat([h, skips[self.depth - 1 - i]], dim=1)
             h = layer(h)
-        return torch.sigmoid(self.head(torch.cat([h, x], dim=1)))
+        # the head has two output channels: oneDNN runs it ~3x faster on channels-last input
+        head_in = torch.cat([h, x], dim=1).contiguous(memory_format=torch.channels_last)
+        return torch.sigmoid(self.head(head_in)).contiguous()
 
     def forward(self, mix_log: torch.Tensor) -> torch.Tensor:
         mag = torch.expm1(mix_log).unsqueeze(1)

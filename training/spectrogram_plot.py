@@ -6,22 +6,32 @@ import torch
 
 
 @torch.no_grad()
-def validation_figure(separator, valid: dict[str, torch.Tensor], step: int, index: int = 0):
+def validation_figure(separator, valid, step: int, index: int | None = None):
     """A matplotlib figure: mixture, then vocals and accompaniment, truth (left) vs estimate (right).
 
-    valid: mixture, vocals, accompaniment (rows, F, T) log-magnitudes; ``index`` picks the row.
+    valid: a training.data.ValidationSet; ``index`` picks the row (default: the first track's
+    row with the loudest vocals, so the picture shows a voice).
     """
     import matplotlib
+
+    from pipeline.spectrogram import planes_log_magnitude
+
+    if index is None:
+        first = valid.track == valid.track[0]
+        energy = valid.planes["vocals"][first].float().pow(2).sum(dim=(1, 2, 3))
+        index = int(energy.argmax())
+    row = {k: planes_log_magnitude(v[index:index + 1].float()) for k, v in valid.planes.items()}
+    device = next(separator.parameters()).device
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     separator.eval()
-    est = separator(valid["mixture"][index:index + 1])[0].float().cpu()
+    est = separator(row["mixture"].to(device))[0].float().cpu()
     separator.train()
-    panels = [("mixture", valid["mixture"][index].cpu(), None),
-              ("vocals", valid["vocals"][index].cpu(), est[0]),
-              ("accompaniment", valid["accompaniment"][index].cpu(), est[1])]
+    panels = [("mixture", row["mixture"][0], None),
+              ("vocals", row["vocals"][0], est[0]),
+              ("accompaniment", row["accompaniment"][0], est[1])]
     vmax = float(max(p[1].max() for p in panels))
     fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
     for row, (name, truth, estimate) in enumerate(panels):

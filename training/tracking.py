@@ -25,11 +25,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def run_kind(cfg) -> str:
+    """supervised, supervised+remix, semi-supervised or semi-supervised+remix."""
+    kind = "semi-supervised" if cfg.train.semi_supervised else "supervised"
+    return kind + ("+remix" if cfg.train.remix > 0 else "")
+
+
 def run_tags(cfg, dataset_version: str) -> dict[str, str]:
     """The provenance tags every training run (and sweep trial) carries, copied to registered versions."""
     return {"semisep.dataset_version": dataset_version, "semisep.git_commit": git_commit(),
             "semisep.config_hash": cfg.hash(), "semisep.transform_hash": cfg.transform.hash(),
-            "semisep.kind": "semi-supervised" if cfg.train.semi_supervised else "supervised"}
+            "semisep.kind": run_kind(cfg)}
 
 
 def client(tracking_uri: str):
@@ -68,24 +74,70 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict, t
 
 
 class MetricLogger:
-    """Logs metric dicts to one run with an MlflowClient (no global mlflow state)."""
+    """Logs metric dicts and figures to one run with an MlflowClient (no global mlflow state).
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    The tracking server going away must not stop or stall training: a failed call keeps its
+    metrics in a buffer and the logger stops calling for ``backoff`` seconds; the next call after
+    that sends the buffer first. ``flush`` tries once more and says whether everything is in.
+    Figures are not buffered (a missing picture is not worth holding memory for).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, backoff: float = 30.0):
         self.client = client(tracking_uri)
-        self.run_id = run_id
+        self.run_id, self.tracking_uri, self.backoff = run_id, tracking_uri, backoff
+        self.pending: list = []
+        self.down_since: float | None = None
+        self.last_error = ""
+
+    def _send(self) -> bool:
+        if self.down_since is not None and time.time() - self.down_since < self.backoff:
+            return False
+        try:
+            for i in range(0, len(self.pending), 1000):
+                self.client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+        except Exception as exc:  # noqa: BLE001 - any failure of the server: keep training, keep the metrics
+            self.down_since, self.last_error = time.time(), " ".join(str(exc).split())[:200]
+            return False
+        self.pending, self.down_since = [], None
+        return True
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._send()
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
 
-        self.client.log_figure(self.run_id, figure, artifact_file)
-        plt.close(figure)
+        try:
+            if self.down_since is None:
+                self.client.log_figure(self.run_id, figure, artifact_file)
+        except Exception as exc:  # noqa: BLE001
+            self.down_since, self.last_error = time.time(), " ".join(str(exc).split())[:200]
+        finally:
+            plt.close(figure)
+
+    def set_tag(self, key: str, value: str) -> None:
+        """Best effort, like the metrics: a missing tag must not stop training."""
+        try:
+            self.client.set_tag(self.run_id, key, value)
+        except Exception as exc:  # noqa: BLE001
+            self.down_since, self.last_error = time.time(), " ".join(str(exc).split())[:200]
+
+    def flush(self) -> bool:
+        """Send what is buffered now (ignoring the back-off); True when nothing is left."""
+        self.down_since = None
+        return self._send() or not self.pending
+
+
+def mlflow_environment(cfg) -> dict[str, str]:
+    """What MLflow's HTTP client reads from the environment: bounded retries and timeout, so an
+    unreachable server costs seconds per call instead of MLflow's ~4 minutes."""
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(cfg.mlflow.request_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(cfg.mlflow.request_timeout))),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str, summary: dict) -> None:
@@ -97,3 +149,37 @@ def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str
     dataset = Dataset(name="semisep-shards", digest=version, source_type="local", source=json.dumps({"uri": manifest_path}),
                       profile=json.dumps(summary))
     client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+
+def run_description(cfg, result) -> str:
+    """A training run in words (markdown), for the MLflow UI's description: what, on which data,
+    how good on validation, with which settings, how to use it."""
+    t, m = cfg.train, cfg.model
+    v = result.best_val
+    corpora = ", ".join(f"{c.name} ({c.format}, {c.use})" for c in cfg.data.corpora) or "none"
+    stopped = "stopped early (no validation gain for train.patience validations)" if result.early_stopped \
+        else "ran its whole step budget"
+    quality = (f"Best validation vocal SDR **{v['val_sdr_vocals']:.2f} dB** (accompaniment {v['val_sdr_accompaniment']:.2f} dB, "
+               f"L_s {v['val_loss']:.4f}) at step {result.best_step} of {result.steps}; it {stopped}.") if v else \
+        f"No validation was recorded ({result.steps} steps)."
+    adversarial = (f"alpha {t.alpha:g}, beta {t.beta:g}, n_critic {t.n_critic}, critic input {t.critic_input}, "
+                   f"paired share of adversarial examples {t.adversarial_paired:g}") if t.semi_supervised else "no critics"
+    return "\n".join([
+        f"**{run_kind(cfg)} separator** trained by semisep (Ray Train, {t.num_workers} worker(s)) on the shards of "
+        f"dataset version `{result.dataset_version}` from corpora {corpora}.",
+        "",
+        quality,
+        "",
+        f"Settings: {adversarial}; remix share {t.remix:g}; source gains {t.gain_db[0]:g} to {t.gain_db[1]:g} dB; "
+        f"batch {t.batch_size}, lr {t.lr:g}, chosen on {t.select_on}; U-Net depth {m.depth}, {m.base_channels} "
+        f"base channels; transform {cfg.transform.sample_rate} Hz, n_fft {cfg.transform.n_fft}, hop "
+        f"{cfg.transform.hop_length}; excerpts of {cfg.data.excerpt_frames} frames.",
+        "",
+        f"Use it: `semisep separate song.wav -o out --model runs:/{result.run_id}/separator`, or in Python "
+        f"`mlflow.pyfunc.load_model(\"runs:/{result.run_id}/separator\").predict(audio, params={{\"sample_rate\": 44100}})`.",
+    ])
+
+
+def describe_run(cfg, run_id: str, result) -> None:
+    """Write ``run_description`` as the run's MLflow description (the ``mlflow.note.content`` tag)."""
+    client(cfg.tracking_uri).set_tag(run_id, "mlflow.note.content", run_description(cfg, result))

@@ -2,26 +2,28 @@
 
 ``train(cfg, name)`` reads the shard manifest, starts an MLflow run (config as params, dataset
 version, git commit and config hash as tags), runs the worker loop on ``train.num_workers``
-workers, then writes the best separator as a model folder and logs it as an MLflow pyfunc
-(``training/registry.py``; tag ``semisep.model_uri``) next to the last checkpoint.
+workers, then writes the best separator as a model folder, logs the last checkpoint and the run's
+description, and hands the model folder to ``log_model`` (the entry points pass
+evaluation/registry.py's, which logs it as an MLflow pyfunc; tag ``semisep.model_uri``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from pipeline import storage as store
 from pipeline.config import Config
 from pipeline.errors import SemisepError
 from pipeline.manifest import MANIFEST, read_manifest
 from pipeline.ray_session import ensure_ray
-from training.checkpoint import safe_load, save_model
-from training.data import ray_datasets, stream_paths
-from training.registry import log_model
-from training.tracking import log_dataset, run_tags, start_run
+from training.checkpoint import META, STATE, safe_load, save_model
+from training.data import stream_paths
+from training.tracking import client, describe_run, log_dataset, run_kind, run_tags, start_run
 from training.worker import train_loop_per_worker
 
 
@@ -32,18 +34,27 @@ class TrainResult:
     model_dir: str
     checkpoint_dir: str
     best_step: int
-    best_val_loss: float
     steps: int
     early_stopped: bool
+    best_val: dict = field(default_factory=dict)  # validation figures at the best step
+    dataset_version: str = ""
+
+    def summary(self) -> str:
+        v = self.best_val
+        figures = (f"validation SDR vocals {v['val_sdr_vocals']:.2f} dB, accompaniment {v['val_sdr_accompaniment']:.2f} dB, "
+                   f"loss {v['val_loss']:.4f}") if v else "no validation"
+        return f"best at step {self.best_step} of {self.steps}{' (early stopped)' if self.early_stopped else ''}: {figures}"
 
 
 def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | None = None,
-          callbacks: list | None = None, storage: str | None = None, gpus_per_worker: float = 0.0) -> TrainResult:
+          callbacks: list | None = None, storage: str | None = None, gpus_per_worker: float = 0.0,
+          log_model: Callable[[str, str, str], str] | None = None) -> TrainResult:
     """Train one separator with Ray Train; returns where the best model landed.
 
     ``tags`` are added to the MLflow run (a sweep passes ``mlflow.parentRunId``), ``callbacks`` to
     Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` (path or URI) replaces
-    ``data.storage_path``, ``gpus_per_worker`` may be a fraction.
+    ``data.storage_path``, ``gpus_per_worker`` may be a fraction. ``log_model(tracking_uri, run_id,
+    model_dir) -> model URI`` packages the best model in the run (evaluation.registry.log_model).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -54,22 +65,25 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     t = cfg.train
     if t.batch_size % t.num_workers:
         raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
-    kind = "semi-supervised" if t.semi_supervised else "supervised"
+    kind = run_kind(cfg)
     tags = run_tags(cfg, version) | (tags or {})
-    run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
-    log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
-                {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
+    try:
+        run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
+        log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
+                    {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
+    except Exception as exc:  # noqa: BLE001 - no run to train into
+        raise SemisepError(f"MLflow tracking server {cfg.tracking_uri}: cannot start the run "
+                           f"({' '.join(str(exc).split())[:200]}); nothing was trained") from None
     storage = store.normalize(storage) if storage else cfg.data.results_dir
     # each run gets its own folder, so a second run of the same name never restores the first
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume_from = _latest_checkpoint(storage, name) if resume else None
     if resume and resume_from is None:
         raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
-    threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // t.num_workers)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri, "threads": threads,
-                           "resume_from": resume_from},
+        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
+                           "resume_from": resume_from, "submitted_at": time.time()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu or gpus_per_worker > 0,
             resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": gpus_per_worker} if gpus_per_worker else {})
@@ -81,45 +95,60 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
             failure_config=ray.train.FailureConfig(max_failures=2),
             callbacks=callbacks or None,
         ),
-        datasets=ray_datasets(cfg, paths),
-        dataset_config=ray.train.DataConfig(datasets_to_split=[s for s in ("paired", "mixture", "vocals", "accompaniment")
-                                                                if s in paths and paths[s]]),
     )
-    from training.tracking import client
-
     mlflow = client(cfg.tracking_uri)
     try:
         result = trainer.fit()
     except Exception:
-        mlflow.set_terminated(run_id, "FAILED")
+        _terminate_quietly(mlflow, run_id)
         raise
     if result.checkpoint is None:
-        mlflow.set_terminated(run_id, "FAILED")
+        _terminate_quietly(mlflow, run_id)
         raise SemisepError(f"training run {name} produced no checkpoint: {result.error}")
+    checkpoint_dir = result.checkpoint.path
+    model_dir = os.path.join(cfg.data.workdir, "models", name)
     with result.checkpoint.as_directory() as d:
-        state = safe_load(os.path.join(d, "state.pt"))
-        meta = json.load(open(os.path.join(d, "meta.json")))
-        checkpoint_dir = result.checkpoint.path
-        model_dir = os.path.join(cfg.data.workdir, "models", name)
+        state = safe_load(os.path.join(d, STATE))
+        meta = json.load(open(os.path.join(d, META)))
         info = {"name": name, "run_id": run_id, "dataset_version": version, "kind": kind,
-                "best_step": meta["best_step"], "steps": meta["step"], "best_val_loss": meta["best_val_loss"]}
+                "best_step": meta["best_step"], "steps": meta["step"], "best_val": meta["best_val"]}
         save_model(model_dir, state["best_separator"], cfg, info)
-        mlflow.log_artifacts(run_id, d, artifact_path="checkpoint")
-    mlflow.set_tag(run_id, "semisep.best_step", str(meta["best_step"]))
-    mlflow.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
-    mlflow.set_terminated(run_id, "FINISHED")
-    early = meta["step"] < t.max_steps
-    return TrainResult(name, run_id, model_dir, checkpoint_dir, meta["best_step"], meta["best_val_loss"],
-                       meta["step"], early)
+        early = meta["step"] < t.max_steps
+        done = TrainResult(name, run_id, model_dir, checkpoint_dir, meta["best_step"], meta["step"], early,
+                           meta["best_val"], version)
+        try:  # the model and checkpoints are safe on disk; now the run's record
+            mlflow.log_artifacts(run_id, d, artifact_path="checkpoint")
+            mlflow.set_tag(run_id, "semisep.best_step", str(meta["best_step"]))
+            if log_model is not None:
+                mlflow.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
+            describe_run(cfg, run_id, done)
+            mlflow.set_terminated(run_id, "FINISHED")
+        except Exception as exc:  # noqa: BLE001 - the server went away during training
+            raise SemisepError(
+                f"MLflow tracking server {cfg.tracking_uri} unreachable at the end of training "
+                f"({' '.join(str(exc).split())[:200]}): the model is in {model_dir} and the checkpoints in "
+                f"{checkpoint_dir}; MLflow run {run_id} is incomplete (no model logged)") from None
+    return done
+
+
+def _terminate_quietly(mlflow, run_id: str) -> None:
+    """Mark the run FAILED if the server can be told; the training error is what the user needs."""
+    try:
+        mlflow.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001
+        pass
+
+
+RUN_DIR = re.compile(r"(?P<name>.+)-(?P<stamp>\d{8}-\d{6})")
 
 
 def _latest_checkpoint(storage: str, name: str) -> str | None:
-    """Folder (path or URI) of the newest checkpoint of any earlier run called ``name``."""
+    """Folder (path or URI) of the newest checkpoint of any earlier run called exactly ``name``."""
     found = []
-    for path in store.list_files(storage, lambda base: base == "state.pt"):
+    for path in store.list_files(storage, lambda base: base == STATE):
         step_dir, _ = path.rsplit("/", 1)
         run_dir, step = step_dir.rsplit("/", 1)
-        run = run_dir.rsplit("/", 1)[1]
-        if run.startswith(f"{name}-") and step.startswith("step_"):
-            found.append((run, step, step_dir))
+        match = RUN_DIR.fullmatch(run_dir.rsplit("/", 1)[1])
+        if match and match["name"] == name and step.startswith("step_"):
+            found.append((match["stamp"], step, step_dir))
     return max(found)[2] if found else None

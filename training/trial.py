@@ -28,9 +28,11 @@ def trial_settings(config: dict) -> tuple[dict, str | None]:
     return {k: config[k] for k in SEARCHED if k in config} | arm, label
 
 
-def trainable(cfg: Config, resources: dict):
+def trainable(cfg: Config, resources: dict, log_model=None):
     """``trial`` with ``cfg`` attached (paths made absolute and the tracking store resolved, since
-    trials run in Ray workers with another working directory) and ``resources`` per trial."""
+    trials run in Ray workers with another working directory) and ``resources`` per trial.
+    ``log_model(tracking_uri, run_id, model_dir) -> URI`` packages each trial's best model in its
+    run (the entry points pass evaluation.registry.log_model)."""
     import os
 
     from ray import tune
@@ -38,20 +40,20 @@ def trainable(cfg: Config, resources: dict):
     shipped = Config.from_dict(cfg.to_dict())
     shipped.data.workdir = os.path.abspath(cfg.data.workdir)
     shipped.mlflow.tracking_uri = cfg.tracking_uri
-    return tune.with_resources(tune.with_parameters(trial, cfg=shipped.to_dict()), resources)
+    return tune.with_resources(tune.with_parameters(trial, cfg=shipped.to_dict(), log_model=log_model), resources)
 
 
-def trial(config: dict, cfg: dict) -> None:
+def trial(config: dict, cfg: dict, log_model=None) -> None:
     import torch
     from mlflow import MlflowClient
     from ray import tune
 
     from pipeline.manifest import read_manifest
-    from pipeline.shards import read_excerpts
-    from training.data import stream_paths
-    from training.step import batches_from_arrays, build_models, train_step
-    from training.tracking import MetricLogger, run_tags, start_run
-    from training.worker import keep_best, new_best, validate
+    from training.data import load_training_data
+    from training.early_stopping import new_best
+    from training.step import build_models
+    from training.tracking import MetricLogger, run_kind, run_tags, start_run
+    from training.worker import make_batches, reseed, run
 
     cfg = Config.from_dict(cfg)
     t = cfg.train
@@ -62,67 +64,46 @@ def trial(config: dict, cfg: dict) -> None:
     parent = config["parent_run_id"]
     client = MlflowClient(cfg.tracking_uri)
     # a trial restarted by --resume replaces its unfinished child run instead of adding a second one
-    for run in client.search_runs([client.get_run(parent).info.experiment_id],
+    for old in client.search_runs([client.get_run(parent).info.experiment_id],
                                   f"tags.semisep.trial_id = '{trial_id}' and tags.mlflow.parentRunId = '{parent}'"):
-        client.delete_run(run.info.run_id)
+        client.delete_run(old.info.run_id)
     _, version = read_manifest(cfg.data.shards_dir)
-    kind = "semi-supervised" if t.semi_supervised else "supervised"
     name = f"{config['sweep']}-{label}" if label else f"{config['sweep']}-{trial_id}"
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(),
                        run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,
                                                  "semisep.sweep": config["sweep"]})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
-    paths = stream_paths(cfg)
-
-    def arrays(stream: str, columns) -> dict[str, torch.Tensor]:
-        return {c: torch.from_numpy(read_excerpts(paths[stream], c, cfg.transform, cfg.data.excerpt_frames)).to(device)
-                for c in columns}
-
-    sources = ("mixture", "vocals", "accompaniment")
-    paired = batches_from_arrays(arrays("paired", sources), t.batch_size, t.seed)
-    unpaired = None
-    if t.semi_supervised:
-        streams = {r: batches_from_arrays(arrays(r, [r]), t.batch_size, t.seed * 1000 + 7 * (i + 1))
-                   for i, r in enumerate(sources)}
-        unpaired = lambda: {r: next(s)[r] for r, s in streams.items()}  # noqa: E731
-    valid = arrays("valid", sources)
-    # the separator is built first, so the same seed gives baseline and semi-supervised runs the same start
+    streams, valid = load_training_data(cfg)
+    # the separator is built first, so the same seed gives every arm the same starting weights
     torch.manual_seed(t.seed)
     models = build_models(cfg, device)
+    reseed(t.seed, 0, 0)
+    batches = make_batches(cfg, streams, 0, 1, {}, device)
     logger = MetricLogger(cfg.tracking_uri, run_id)
     best = new_best()
-    step = 0
-    while step < t.max_steps:
-        metrics = train_step(models, lambda: next(paired), unpaired, cfg)
-        step += 1
-        if step % t.log_every == 0:
-            logger.log(metrics, step)
-        if step % t.val_every and step != t.max_steps:
-            continue
-        val = validate(models.separator, valid, t.batch_size)
-        stop = keep_best(best, val["val_loss"], step, models.separator, t.patience)
-        report = {**val, "step": step, "best_step": best["step"], "best_val_loss": best["val_loss"],
-                  "early_stopped": float(stop)}
+
+    def on_validation(step: int, report: dict, stop: bool) -> None:
         logger.log({k: v for k, v in report.items() if k != "step"}, step)
         if stop or step >= t.max_steps:
             # finish before the last report: the scheduler ends the trial as soon as it sees it
-            _finish(cfg, client, run_id, best, {"name": name, "run_id": run_id, "kind": kind,
-                                                "dataset_version": version, "best_step": best["step"]})
+            _finish(cfg, client, run_id, best, log_model, {"name": name, "run_id": run_id, "kind": run_kind(cfg),
+                                                "dataset_version": version, "best_step": best["step"],
+                                                "best_val": best["val"]})
         tune.report(report)  # ASHA may stop the trial here
-        if stop:
-            break
+
+    run(cfg, models, batches, valid, step=0, best=best, on_validation=on_validation, log=logger.log, device=device)
 
 
-def _finish(cfg: Config, client, run_id: str, best: dict, info: dict) -> None:
-    """Log the best separator of a trial as its run's pyfunc and close the run."""
+def _finish(cfg: Config, client, run_id: str, best: dict, log_model, info: dict) -> None:
+    """Package the best separator of a trial in its run (``log_model``) and close the run."""
     import tempfile
 
     from training.checkpoint import save_model
-    from training.registry import log_model
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_model(tmp, best["state"], cfg, info)
-        client.set_tag(run_id, "semisep.best_step", str(best["step"]))
-        client.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
+    client.set_tag(run_id, "semisep.best_step", str(best["step"]))
+    if log_model is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = save_model(tmp, best["state"], cfg, info)
+            client.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
     client.set_terminated(run_id, "FINISHED")

@@ -5,9 +5,9 @@ from pipeline.errors import SemisepError
 
 
 def test_overrides_reach_nested_settings():
-    cfg = load_config("configs/demo.yaml", ["train.alpha=0", "train.max_steps=7"])
-    assert cfg.train.alpha == 0 and cfg.train.max_steps == 7
-    assert cfg.train.semi_supervised  # beta is still 0.001
+    cfg = load_config("configs/demo.yaml", ["train.alpha=0.01", "train.max_steps=7"])
+    assert cfg.train.alpha == 0.01 and cfg.train.max_steps == 7
+    assert cfg.train.beta == 0 and cfg.train.remix == 0.75  # the rest stays as the file says
 
 
 def test_paper_config_holds_the_papers_settings():
@@ -26,3 +26,26 @@ def test_unknown_setting_is_named():
 def test_excerpt_must_fit_the_unet():
     with pytest.raises(SemisepError, match="excerpt_frames=30"):
         load_config(None, ["data.excerpt_frames=30"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.alpha=-1", "train.alpha=-1.0: must be >= 0.0"),
+    ("train=5", "train: a section, not a value"),
+    ("data.dtype=int8", "data.dtype='int8': use one of 'float16', 'float32'"),
+    ("train.max_steps=2.5", "train.max_steps=2.5: expected a whole number"),
+    ("train.use_gpu=maybe", "train.use_gpu='maybe': expected true or false"),
+    ("train.lr=[1,", "not valid YAML"),
+    ("train", "write it as section.key=value"),
+    ("train.remix=1.5", "train.remix=1.5: must be >= 0.0 and <= 0.99"),
+    ("data.task_resources={ingest: lots}", "data.task_resources.ingest='lots': expected a number"),
+])
+def test_values_are_checked_by_type_and_range_at_load_time(override, message):
+    with pytest.raises(SemisepError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_values_are_converted_to_their_settings_type():
+    cfg = load_config(None, ["train.lr=1e-4", "train.max_steps=300.0", "data.task_resources={ingest: 1}"])
+    assert cfg.train.lr == 0.0001 and isinstance(cfg.train.lr, float)  # YAML 1.1 reads 1e-4 as text
+    assert cfg.train.max_steps == 300 and isinstance(cfg.train.max_steps, int)
+    assert cfg.data.task_resources == {"ingest": 1.0}

@@ -107,7 +107,7 @@ def test_run_killed_half_way_then_rerun_matches_uninterrupted(tiny_corpus, tmp_p
     shards = work / "shards"
     overrides = ["--set", f"data.workdir={work}", "--set", "data.excerpt_frames=32", "--set", "ray.num_cpus=1",
                  "--set", f"data.corpora=[{{name: u, path: {corpus / 'unpaired'}, format: folder, use: unpaired}}]"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", *overrides],
+    proc = subprocess.Popen([sys.executable, "-m", "semisep.cli", "ingest", *overrides],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and len(list(shards.rglob("part-*.parquet"))) < 3:

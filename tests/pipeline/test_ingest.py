@@ -34,7 +34,7 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
     vocals = corpus / "unpaired" / "vocals"
     (vocals / "empty.wav").write_bytes(b"")
     (vocals / "notes.wav").write_text("this is a text file, not audio\n")
-    good = next(vocals.glob("acoustic_*.wav")).read_bytes()
+    good = next(vocals.glob("target_*.wav")).read_bytes()
     (vocals / "corrupt.wav").write_bytes(good[:8] + b"JUNKJUNK" + good[16:])  # format header destroyed
     (vocals / "cover.jpg").write_bytes(b"\xff\xd8\xff")
     import soundfile as sf
@@ -95,7 +95,7 @@ def test_cli_ingest_prints_one_line_per_bad_file(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus / "unpaired", corpus / "unpaired")
     (corpus / "unpaired" / "mixture" / "broken.wav").write_text("not audio")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", "--set", f"data.workdir={tmp_path / 'w'}",
+        [sys.executable, "-m", "semisep.cli", "ingest", "--set", f"data.workdir={tmp_path / 'w'}",
          "--set", f"data.corpora=[{{name: u, path: {corpus / 'unpaired'}, format: folder, use: unpaired}}]",
          "--set", "data.excerpt_frames=32", "--set", "ray.num_cpus=2"],
         capture_output=True, text=True, timeout=300)

@@ -1,11 +1,12 @@
 import torch
 
+import bench.reference_step as reference
 from pipeline.config import load_config
 from training.losses import supervised_loss
-from training.step import batches_from_arrays, build_models, train_step
+from training.step import as_floats, build_models, train_step
 
 SMALL = ["model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3",
-         "data.excerpt_frames=32", "train.batch_size=4"]
+         "data.excerpt_frames=32", "train.batch_size=4", "train.alpha=0.001", "train.beta=0.001"]
 
 
 def _data(seed=0, n=8):
@@ -15,12 +16,20 @@ def _data(seed=0, n=8):
     return {"mixture": torch.log1p(mag_v + mag_a), "vocals": torch.log1p(mag_v), "accompaniment": torch.log1p(mag_a)}
 
 
+def _stream(data, batch=4):
+    """Endless batches cycling through ``data``."""
+    k = 0
+    while True:
+        rows = torch.arange(k, k + batch) % len(data["mixture"])
+        yield {name: v[rows] for name, v in data.items()}
+        k += batch
+
+
 def test_supervised_baseline_builds_and_steps_no_critic():
     cfg = load_config(None, SMALL + ["train.alpha=0", "train.beta=0"])
     models = build_models(cfg)
-    assert models.critics == {} and models.opt_critics == {}
-    data = _data()
-    batch = {k: v[:4] for k, v in data.items()}
+    assert models.critics == {} and models.opt_critics is None
+    batch = {k: v[:4] for k, v in _data().items()}
     unpaired_calls = []
 
     def next_unpaired():
@@ -28,7 +37,7 @@ def test_supervised_baseline_builds_and_steps_no_critic():
         return batch
 
     expected = supervised_loss(models.separator(batch["mixture"]), batch["vocals"], batch["accompaniment"]).item()
-    metrics = train_step(models, lambda: batch, next_unpaired, cfg)
+    metrics = as_floats(train_step(models, lambda: batch, next_unpaired, cfg))
     assert unpaired_calls == []
     assert set(metrics) == {"loss", "loss_s"}
     assert abs(metrics["loss"] - expected) < 1e-6 and metrics["loss"] == metrics["loss_s"]
@@ -38,8 +47,8 @@ def test_semi_supervised_step_updates_critics_and_adds_terms():
     cfg = load_config(None, SMALL + ["train.n_critic=3"])
     models = build_models(cfg)
     before = {k: [p.clone() for p in c.parameters()] for k, c in models.critics.items()}
-    it = batches_from_arrays(_data(), 4, seed=0)
-    metrics = train_step(models, lambda: next(it), lambda: next(it), cfg)
+    it = _stream(_data())
+    metrics = as_floats(train_step(models, lambda: next(it), lambda: next(it), cfg))
     assert {"loss_u", "loss_add", "wasserstein_vocals", "gradient_penalty_accompaniment"} <= set(metrics)
     expected = metrics["loss_s"] + cfg.train.alpha * metrics["loss_u"] + cfg.train.beta * metrics["loss_add"]
     assert abs(metrics["loss"] - expected) < 1e-5
@@ -47,11 +56,47 @@ def test_semi_supervised_step_updates_critics_and_adds_terms():
         assert any(not torch.equal(a, b) for a, b in zip(before[k], c.parameters()))
 
 
+def _equal_start(cfg):
+    """The reference step's models (2026-11-27) and today's, from the same weights, in float64."""
+    torch.manual_seed(0)
+    old = reference.build_models(cfg)
+    new = build_models(cfg)
+    new.separator.load_state_dict(old.separator.state_dict())
+    for source, critic in new.critics.items():
+        critic.load_state_dict(old.critics[source].state_dict())
+    for m in (old.separator, new.separator, *old.critics.values(), *new.critics.values()):
+        m.double()
+    return old, new
+
+
+def test_step_computes_the_reference_steps_losses_and_updates():
+    """Float64, so that only the maths can differ: tolerance 1e-9 on losses and parameters after
+    three steps (Adam moves each parameter by up to lr = 1e-3 per step)."""
+    for extra in (["train.alpha=0", "train.beta=0"], ["train.n_critic=2"], ["train.n_critic=2", "train.alpha=0.01"]):
+        cfg = load_config(None, SMALL + extra)
+        old, new = _equal_start(cfg)
+        data = {k: v.double() for k, v in _data(seed=3, n=12).items()}
+        histories = []
+        for module, models in ((reference, old), (None, new)):
+            it = _stream(data)
+            torch.manual_seed(7)  # the penalty's interpolation weights are drawn in the same order
+            step = module.train_step if module else train_step
+            histories.append([{k: float(v) for k, v in step(models, lambda: next(it), lambda: next(it), cfg).items()}
+                              for _ in range(3)])
+        for got, want in zip(histories[1], histories[0]):
+            assert got.keys() == want.keys()
+            for key in want:
+                assert abs(got[key] - want[key]) <= 1e-9 * max(1.0, abs(want[key])), (extra, key, got[key], want[key])
+        pairs = [(old.separator, new.separator)] + [(old.critics[s], new.critics[s]) for s in new.critics]
+        for a, b in pairs:
+            for (name, p), q in zip(a.named_parameters(), b.parameters()):
+                assert torch.allclose(p, q, rtol=0, atol=1e-9), (extra, name, (p - q).abs().max().item())
+
+
 def _song_batch(cfg):
     """Four excerpts of a generated song as the model sees them."""
-    from pipeline.audio import resample, to_mono
     from pipeline.demo_corpus import render_song
-    from pipeline.spectrogram import features
+    from pipeline.spectrogram import features, resample, to_mono
 
     song = render_song(0, "studio", 6.0)
     out = {}
@@ -67,7 +112,7 @@ def test_separator_overfits_one_paired_batch():
     cfg = load_config(None, SMALL + ["train.alpha=0", "train.beta=0", "train.lr=0.003", "model.base_channels=8"])
     models = build_models(cfg)
     batch = _song_batch(cfg)
-    first = train_step(models, lambda: batch, None, cfg)["loss_s"]
+    first = float(train_step(models, lambda: batch, None, cfg)["loss_s"])
     for _ in range(300):
-        last = train_step(models, lambda: batch, None, cfg)["loss_s"]
+        last = float(train_step(models, lambda: batch, None, cfg)["loss_s"])
     assert last < first / 10, (first, last)

@@ -3,7 +3,7 @@
 import pytest
 
 from training.checkpoint import load_model
-from training.registry import local_model_dir
+from evaluation.registry import local_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -35,11 +35,16 @@ def nightly_versions(cfg: Config, dataset_version: str) -> list:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from evaluation.registry import is_absent, registry_error
+
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
     try:
         found = client.search_model_versions(f"name='{cfg.mlflow.registered_model}'")
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if is_absent(exc):
+            return []
+        # not "no nightly model": that would train again; the registry could not be read
+        raise registry_error(cfg.tracking_uri, f"the versions of {cfg.mlflow.registered_model!r}", exc) from None
     return sorted((v for v in found if v.tags.get(NIGHTLY_TAG) == "true"
                    and v.tags.get("semisep.dataset_version") == dataset_version), key=lambda v: int(v.version))
 
@@ -47,7 +52,8 @@ def nightly_versions(cfg: Config, dataset_version: str) -> list:
 def nightly(cfg: Config, say=print) -> NightlyReport:
     from evaluation.promote import TAG, promote
     from pipeline.ingest import format_report, ingest
-    from training.registry import register
+    from evaluation.registry import register
+    from evaluation.registry import log_model
     from training.train import train
 
     say("[1/3] ingest")
@@ -56,7 +62,7 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
     say(report.ingest_summary)
     if ingested.failed_share > cfg.data.max_failed_share:
         report.failed_ingestion = True
-        say(f"stopping: {len(ingested.failed)} of {len(ingested.manifest)} files failed (more than "
+        say(f"stopping: {ingested.failed_tracks} of {ingested.tracks} tracks failed (more than "
             f"data.max_failed_share={cfg.data.max_failed_share}); fix or remove them, then rerun")
         return report
 
@@ -77,9 +83,9 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
     else:
         name = f"nightly-{version[:8]}"
         say(f"[2/3] dataset version {version} has no nightly model: training {name}")
-        result = train(cfg, name, tags={NIGHTLY_TAG: "true"})
+        result = train(cfg, name, tags={NIGHTLY_TAG: "true"}, log_model=log_model)
         report.trained_run_id = result.run_id
-        say(f"  best validation loss {result.best_val_loss:.4f} at step {result.best_step} of {result.steps}; "
+        say(f"  {result.summary()}; "
             f"MLflow run {result.run_id}")
         report.version = register(cfg.tracking_uri, cfg.mlflow.registered_model, result.run_id, {NIGHTLY_TAG: "true"})
         say(f"  registered as {cfg.mlflow.registered_model} version {report.version}")

@@ -3,7 +3,7 @@
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-from training.registry import SeparatorPyfunc
+from evaluation.registry import SeparatorPyfunc
 
 
 class Separator(SeparatorPyfunc, PythonModel):

@@ -27,18 +27,16 @@ def mlflow_server(tmp_path_factory):
 
 def _fit(cfg: Config, steps: int) -> dict:
     """A supervised separator trained for ``steps`` plain-torch steps on the paired shards."""
-    from pipeline.shards import read_excerpts
-    from training.data import stream_paths
-    from training.step import batches_from_arrays, build_models, separator_update
+    from training.batches import Batches
+    from training.data import read_stream, stream_paths
+    from training.step import build_models, separator_update
 
-    paths = stream_paths(cfg)["paired"]
-    arrays = {c: torch.from_numpy(read_excerpts(paths, c, cfg.transform, cfg.data.excerpt_frames))
-              for c in ("mixture", "vocals", "accompaniment")}
+    paired = read_stream(stream_paths(cfg)["paired"], ["mixture", "vocals", "accompaniment"], cfg)
     torch.manual_seed(0)
     models = build_models(cfg)
-    batches = batches_from_arrays(arrays, 8, seed=0)
+    batches = Batches.from_arrays({"paired": paired}, cfg, 8, seed=0)
     for _ in range(steps):
-        separator_update(models, next(batches), None, 0.0, 0.0)
+        separator_update(models, batches.supervised(), None, 0.0, 0.0)
     return models.separator.state_dict()
 
 
@@ -47,7 +45,7 @@ def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
     from mlflow import MlflowClient
 
     from training.checkpoint import save_model
-    from training.registry import log_model
+    from evaluation.registry import log_model
     from training.tracking import start_run
 
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, label, {"label": label},
@@ -60,7 +58,7 @@ def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
 @pytest.fixture(scope="module")
 def registry(ingested, mlflow_server, tmp_path_factory):
     """Config pointing at the server, and three registered versions: untrained, trained, trained-but-swapped."""
-    from training.registry import register
+    from evaluation.registry import register
     from training.step import build_separator
 
     base, _ = ingested
@@ -121,7 +119,7 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     assert _aliases(cfg)["champion"] == v["trained"]
 
     # the champion loads by alias through MLflow and separates audio by itself
-    from training.registry import tracking
+    from evaluation.registry import tracking
 
     with tracking(cfg.tracking_uri):
         model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
@@ -135,7 +133,7 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     import soundfile as sf
 
     sf.write(song, audio.T, 22050, subtype="FLOAT")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", str(song), "-o", str(tmp_path / "out"),
+    proc = subprocess.run([sys.executable, "-m", "semisep.cli", "separate", str(song), "-o", str(tmp_path / "out"),
                            "--model", f"models:/{cfg.mlflow.registered_model}@champion",
                            "--set", f"mlflow.tracking_uri={cfg.tracking_uri}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -155,7 +153,7 @@ def test_concurrent_promotions_leave_one_consistent_champion(registry):
     before = _aliases(cfg)["champion"]
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "promote", "--config", str(config),
+    procs = [subprocess.Popen([sys.executable, "-m", "semisep.cli", "promote", "--config", str(config),
                                "--candidate", v[label]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for label in ("trained-a", "trained-b")]
     codes = [p.wait(600) for p in procs]
@@ -186,7 +184,108 @@ def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
     with pytest.raises(SemisepError, match="refused to load"):
         load_model(model_dir)
     assert not marker.exists()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "separate", str(tmp_path / "none.wav"), "-o",
+    proc = subprocess.run([sys.executable, "-m", "semisep.cli", "separate", str(tmp_path / "none.wav"), "-o",
                            str(tmp_path / "out"), "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "refused to load" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
+
+
+def test_separate_without_model_uses_the_champion_then_the_newest_model_then_says_how(trained, tmp_path):
+    import shutil
+
+    import soundfile as sf
+    from mlflow import MlflowClient
+
+    from evaluation.registry import log_model, register
+    from training.tracking import start_run
+
+    base, results = trained
+    song = tmp_path / "song.wav"
+    sf.write(song, (0.1 * np.random.default_rng(0).standard_normal((22050, 2))).astype(np.float32), 22050)
+
+    def separate(workdir):
+        return subprocess.run([sys.executable, "-m", "semisep.cli", "separate", str(song), "-o", str(tmp_path / "out"),
+                               "--set", f"data.workdir={workdir}"], capture_output=True, text=True, timeout=300)
+
+    empty = separate(tmp_path / "empty")  # no store, no models: one line saying how to get one
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr
+    (line,) = empty.stderr.strip().splitlines()
+    assert "no model to separate with" in line and "make demo" in line and "semisep train" in line
+    assert not (tmp_path / "empty" / "mlflow.db").exists()  # looking did not create a store
+
+    local = tmp_path / "local"
+    shutil.copytree(results["supervised"].model_dir, local / "models" / "supervised")
+    newest = separate(local)
+    assert newest.returncode == 0, newest.stderr[-2000:]
+    assert f"model: {local / 'models' / 'supervised'} (the newest model in {local / 'models'}" in newest.stdout
+
+    champion = tmp_path / "registry"
+    cfg = type(base).from_dict(base.to_dict())
+    cfg.data.workdir, cfg.mlflow.tracking_uri = str(champion), ""
+    run_id = start_run(cfg.tracking_uri, "tests", "for-the-champion", {}, {})
+    MlflowClient(cfg.tracking_uri).set_tag(run_id, "semisep.model_uri",
+                                           log_model(cfg.tracking_uri, run_id, results["semi-supervised"].model_dir))
+    version = register(cfg.tracking_uri, cfg.mlflow.registered_model, run_id)
+    MlflowClient(cfg.tracking_uri).set_registered_model_alias(cfg.mlflow.registered_model, "champion", version)
+    shutil.copytree(results["supervised"].model_dir, champion / "models" / "supervised")  # the champion comes first
+    chosen = separate(champion)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    assert (f"model: models:/{cfg.mlflow.registered_model}@champion (the registry's champion, "
+            f"{cfg.mlflow.registered_model} version {version}") in chosen.stdout
+    assert (tmp_path / "out" / "song" / "vocals.wav").is_file()
+
+
+def test_a_failed_champion_read_stops_promotion_and_moves_nothing(registry, monkeypatch):
+    """An HTTP 503 while reading the champion is not 'no champion yet': promoting on the floor
+    alone would replace the champion and leave 'previous' empty."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from evaluation.promote import promote
+    from semisep.nightly import nightly_versions
+
+    cfg, v, _ = registry
+    before, tags_before = _aliases(cfg), _tags(cfg, v["trained-a"])
+
+    def unavailable(*args, **kwargs):
+        raise MlflowException("503 Service Unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", unavailable)
+    with pytest.raises(SemisepError, match=f"MLflow at {cfg.tracking_uri}: cannot read alias 'champion'.*nothing was changed"):
+        promote(cfg, v["trained-a"])
+    monkeypatch.setattr(MlflowClient, "search_model_versions", unavailable)
+    with pytest.raises(SemisepError, match="cannot read the versions"):  # not "no nightly model": no retraining
+        nightly_versions(cfg, "any-version")
+    monkeypatch.undo()
+    assert _aliases(cfg) == before and "previous" in before
+    assert _tags(cfg, v["trained-a"]) == tags_before  # no decision was recorded
+
+
+def test_promote_with_the_server_down_exits_non_zero_and_moves_no_alias(ingested, tmp_path):
+    import time
+
+    import yaml
+
+    from evaluation.registry import register
+    from training.step import build_separator
+
+    base, _ = ingested
+    root = tmp_path / "server"
+    root.mkdir()
+    cfg = Config.from_dict(base.to_dict())
+    cfg.mlflow.registered_model, cfg.promote.lock = "down-test", str(tmp_path / "registry.lock")
+    with mlflow_server_process(root) as url:
+        cfg.mlflow.tracking_uri = url
+        version = register(url, "down-test", _logged_run(cfg, build_separator(cfg).state_dict(), "down", tmp_path))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "semisep.cli", "promote", "--config", str(config), "--candidate", version],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and time.time() - started < 90, (proc.returncode, time.time() - started)
+    assert f"MLflow at {url}" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no version" not in proc.stderr  # version 1 exists; the server is what is missing
+    with mlflow_server_process(root) as url:  # the same store, served again: nothing moved
+        from mlflow import MlflowClient
+
+        assert dict(MlflowClient(url).get_registered_model("down-test").aliases) == {}

@@ -1,6 +1,6 @@
 """Separators as MLflow models: a pyfunc that separates audio by itself, logged by every training run.
 
-The pyfunc is a *model from code* (``training/pyfunc_entry.py``): no pickled Python object is
+The pyfunc is a *model from code* (``evaluation/pyfunc_entry.py``): no pickled Python object is
 stored, and the weights inside are read with ``torch.load(weights_only=True)``. Its artifact
 ``model`` is the plain model folder (``separator.pt`` + ``model.json``: weights, transform, model
 config, provenance). ``predict(audio)`` takes float32 ``(channels, samples)`` (or ``(samples,)``)
@@ -10,6 +10,8 @@ the input's shape.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +41,8 @@ class SeparatorPyfunc:
         if audio.ndim == 1:
             audio = audio[None]
         sr = int(params.get("sample_rate") or 44100)
-        return separate(self.model, self.transform, audio, sr, post_filter=params.get("post_filter") or "softmask")
+        return separate(self.model, self.transform, audio, sr, post_filter=params.get("post_filter") or "softmask",
+                        window_frames=self.meta["window_frames"])
 
 
 @contextmanager
@@ -91,6 +94,20 @@ def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> s
     return info.model_uri
 
 
+def is_absent(exc: Exception) -> bool:
+    """True when an MLflow error says the thing asked for does not exist (a model, a version, an
+    alias); False for everything else: an unreachable server, a refused request, a server error."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+
+
+def registry_error(tracking_uri: str, what: str, exc: Exception) -> SemisepError:
+    """The one message for a registry that could not be read: which server, what, why."""
+    reason = " ".join(str(exc).split())[:300]
+    return SemisepError(f"MLflow at {tracking_uri}: cannot read {what} ({reason}); nothing was changed. "
+                        "Check that the tracking server is up and reachable (mlflow.tracking_uri) and try again")
+
+
 def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None) -> str:
     """Register the separator logged by ``run_id`` as a new version of ``name``; returns the version."""
     from mlflow import MlflowClient
@@ -103,8 +120,13 @@ def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | N
     import mlflow
 
     carried = {k: v for k, v in run.data.tags.items() if k.startswith("semisep.") and k != "semisep.model_uri"}
-    with tracking(tracking_uri):
+    with tracking(tracking_uri), contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines; semisep says it once
         mv = mlflow.register_model(model_uri, name, tags=carried | {"semisep.run_id": run_id} | (tags or {}))
+    about = run.data.tags.get("mlflow.note.content", f"A separator trained by semisep (run {run_id}).")
+    c.update_model_version(name, mv.version, description=(
+        f"{about}\n\nRegistered from run `{run_id}` ({run.info.run_name}). Load this version: "
+        f"`semisep separate song.wav -o out --model models:/{name}/{mv.version}`. Not yet through the promotion gate: "
+        f"`semisep promote --candidate {mv.version}`."))
     return str(mv.version)
 
 
@@ -124,3 +146,26 @@ def local_model_dir(spec: str, tracking_uri: str | None = None) -> str:
     if not found:
         raise SemisepError(f"{spec}: not a semisep model (no {MODEL_META} among its artifacts)")
     return str(found[0].parent)
+
+
+def default_model(tracking_uri: str, registered_model: str, workdir: str) -> tuple[str, str]:
+    """(model spec, why) when no --model is given: the registry's champion, else the newest model
+    folder under ``<workdir>/models``; a SemisepError with the way to get one when there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{registered_model}@champion"
+    store_exists = not tracking_uri.startswith("sqlite:///") or Path(tracking_uri[len("sqlite:///"):]).is_file()
+    if store_exists:
+        try:
+            version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(registered_model, "champion")
+            return uri, f"the registry's champion, {registered_model} version {version.version} ({tracking_uri})"
+        except MlflowException as exc:
+            if not is_absent(exc):
+                raise registry_error(tracking_uri, f"the champion of {registered_model!r}", exc) from None
+    local = sorted(Path(workdir, "models").glob(f"*/{MODEL_META}"), key=lambda p: p.stat().st_mtime)
+    if local:
+        return str(local[-1].parent), f"the newest model in {Path(workdir, 'models')} (no champion in the registry)"
+    raise SemisepError(f"no model to separate with: no champion in {tracking_uri} and no model under "
+                       f"{Path(workdir, 'models')}; run `make demo`, or `semisep train` (then `semisep promote`), "
+                       "or pass --model")

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "after the new manifest is written. Bad files are recorded with\ntheir reason and "
                                    "skipped. One ingestion per store at a time (lock file).\n\n"
                                    "Exit status: 0 every valid file ingested; "
-                                   f"{EXIT_INGEST_FAILURES} more than data.max_failed_share of the files failed;\n"
+                                   f"{EXIT_INGEST_FAILURES} more than data.max_failed_share of the tracks failed;\n"
                                    f"{EXIT_ERROR} a configuration error or the store is locked by another ingestion.")
     _common(p)
 
@@ -83,13 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("separate", help="split songs into vocals.wav and accompaniment.wav",
                        description="Write OUT/<name>/vocals.wav and accompaniment.wav for each input file (or every "
-                                   "audio file in an input folder), at the input's rate, channels and length.")
+                                   "audio file in an input folder, named by its path there; MUSDB-style <track>/mixture.wav "
+                                   "keeps the track's name), at the input's rate, channels and length. Exit status: 0 every "
+                                   "song separated, 1 some failed (each said in one line) or an error.")
     p.add_argument("inputs", nargs="+", help="audio files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", default=None,
                    help="model folder written by `semisep train`, or an MLflow model URI: models:/NAME@champion, "
                         "models:/NAME/VERSION, runs:/RUN_ID/separator (tracking URI from --config, "
-                        "$MLFLOW_TRACKING_URI or <workdir>/mlflow.db)")
+                        "$MLFLOW_TRACKING_URI or <workdir>/mlflow.db). Default: the registry's champion "
+                        "(mlflow.registered_model@champion), else the newest model under <workdir>/models")
     _common(p)
     p.add_argument("--device", default=None,
                    help="where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
@@ -142,13 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A night with no new or changed audio trains nothing and says so. Each step is "
                                    "idempotent: a night that\nstopped half way is finished by the next run.\n\n"
                                    "Exit status: 0 the night ran (promoted, refused by the gate, or nothing to do); "
-                                   f"{EXIT_INGEST_FAILURES} more than\ndata.max_failed_share of the files failed "
+                                   f"{EXIT_INGEST_FAILURES} more than\ndata.max_failed_share of the tracks failed "
                                    f"(nothing trained); {EXIT_ERROR} an error.")
     _common(p)
 
     p = sub.add_parser("experiment", help="baseline vs semi-supervised over several seeds, with CIs and a paired test",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="The paper's comparison as one command (evaluation/experiment.py):\n"
+                       description="The paper's comparison as one command (semisep/experiment.py):\n"
                                    "  1. (experiment.generate_demo) write the demo corpus; ingest incrementally;\n"
                                    "  2. for each of experiment.seeds, train the supervised baseline (alpha = beta = 0) "
                                    "and the\n     semi-supervised model with identical architecture, initial weights, "
@@ -170,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per model fetch is noise
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines (schema migrations, signatures)
     try:
         return COMMANDS[args.command](args)
     except SemisepError as exc:
@@ -182,17 +186,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config(args):
     from pipeline.config import load_config
+    from training.tracking import mlflow_environment
 
     path = args.config or getattr(args, "config_default", None)
-    return load_config(path, args.overrides)
+    cfg = load_config(path, args.overrides)
+    for key, value in mlflow_environment(cfg).items():  # MLflow's HTTP client reads these
+        os.environ.setdefault(key, value)
+    return cfg
 
 
 def cmd_generate(args) -> int:
-    from pipeline.demo_corpus import generate_demo_corpus
+    from pipeline.demo_corpus import generate
 
     d = _config(args).demo
-    info = generate_demo_corpus(args.dest, d.seed, d.track_seconds, d.paired_train, d.unpaired_per_role,
-                                d.valid, d.test, d.test_in_domain)
+    info = generate(args.dest, d)
     print(f"demo corpus at {args.dest}: {info['songs']} songs ({info['written']} written now)")
     return 0
 
@@ -204,22 +211,22 @@ def cmd_ingest(args) -> int:
     report = ingest(cfg)
     print(format_report(report))
     if report.failed_share > cfg.data.max_failed_share:
-        print(f"semisep: error: {len(report.failed)} of {len(report.manifest)} files failed "
+        print(f"semisep: error: {report.failed_tracks} of {report.tracks} tracks failed "
               f"(more than data.max_failed_share={cfg.data.max_failed_share})", file=sys.stderr)
         return EXIT_INGEST_FAILURES
     return 0
 
 
 def cmd_train(args) -> int:
+    from evaluation.registry import log_model
     from training.train import train
 
     cfg = _config(args)
     name = args.name or ("semi-supervised" if cfg.train.semi_supervised else "supervised")
-    result = train(cfg, name, resume=args.resume)
-    print(f"{name}: best validation loss {result.best_val_loss:.4f} at step {result.best_step} of {result.steps}"
-          f"{' (early stopped)' if result.early_stopped else ''}; model in {result.model_dir}; MLflow run {result.run_id}")
+    result = train(cfg, name, resume=args.resume, log_model=log_model)
+    print(f"{name}: {result.summary()}; model in {result.model_dir}; MLflow run {result.run_id}")
     if args.register:
-        from training.registry import register
+        from evaluation.registry import register
 
         version = register(cfg.tracking_uri, cfg.mlflow.registered_model, result.run_id)
         print(f"registered as {cfg.mlflow.registered_model} version {version}; "
@@ -228,7 +235,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from training.tune import summary_markdown, sweep
+    from semisep.tune import summary_markdown, sweep
 
     cfg = _config(args)
     result = sweep(cfg, args.num_samples, args.resume)
@@ -259,14 +266,14 @@ def cmd_promote(args) -> int:
 
 
 def cmd_nightly(args) -> int:
-    from pipeline.nightly import nightly
+    from semisep.nightly import nightly
 
     report = nightly(_config(args), say=lambda line: print(line, flush=True))
     return EXIT_INGEST_FAILURES if report.failed_ingestion else 0
 
 
 def cmd_experiment(args) -> int:
-    from evaluation.experiment import run_experiment
+    from semisep.experiment import run_experiment
 
     cfg = _config(args)
     result = run_experiment(cfg, say=lambda line: print(line, flush=True))
@@ -292,93 +299,63 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_separate(args) -> int:
-    from pipeline.audio import AUDIO_EXTENSIONS, load_audio
-    from evaluation.separate import EstimateWriter, separate
-    from training.checkpoint import load_model
-
     import torch
     from tqdm import tqdm
 
-    from training.registry import local_model_dir
+    from evaluation.separate import EstimateWriter, collect_inputs, separate
+    from pipeline.audio import load_audio, truncation
+    from training.checkpoint import load_model
+    from evaluation.registry import default_model, local_model_dir
 
+    cfg = _config(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SemisepError(f"-o {out}: a file is there; give a folder for the estimates")
+    spec, why = (args.model, "given with --model") if args.model else \
+        default_model(cfg.tracking_uri, cfg.mlflow.registered_model, cfg.data.workdir)
+    model, transform, meta = load_model(local_model_dir(spec, cfg.tracking_uri))
+    print(f"model: {spec} ({why})")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, transform, _ = load_model(local_model_dir(args.model, _config(args).tracking_uri))
-    files = []
-    for item in args.inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith("."))
-        else:
-            files.append(p)
+    songs = collect_inputs(args.inputs)
     failed = 0
-    bar = tqdm(files, desc="songs", unit="song", disable=len(files) < 2)
-    for path in bar:
-        is_stem = path.name.endswith(".stem.mp4")
-        name = path.name[: -len(".stem.mp4")] if is_stem else path.stem
+    bar = tqdm(songs, desc="songs", unit="song", disable=len(songs) < 2)
+    for path, name in bar:
         writer = None
         try:
             # a MUSDB18 .stem.mp4 holds the mixture as its first stream
-            audio, sr = load_audio(path, stream=0 if is_stem else None)
-            writer = EstimateWriter(Path(args.out) / name, audio, sr)
+            audio, sr = load_audio(path, stream=0 if path.name.endswith(".stem.mp4") else None)
+            short = truncation(path)
+            if short:
+                bar.write(f"semisep: warning: {path}: {short}; separating the {audio.shape[1] / sr:.2f} s it holds",
+                          file=sys.stderr)
+            writer = EstimateWriter(out / name, audio, sr)
             separate(model, transform, audio, sr, power=args.mask_power, device=device, progress=True,
-                     post_filter=args.post_filter, wiener_iterations=args.wiener_iterations, sink=writer)
+                     post_filter=args.post_filter, wiener_iterations=args.wiener_iterations, sink=writer,
+                     window_frames=meta["window_frames"])
             writer.close()
-        except (AudioError, SemisepError) as exc:
+        except (AudioError, SemisepError, OSError) as exc:
             if writer is not None:
-                writer.abort()
-            where, reason = (exc.path, exc.reason) if isinstance(exc, AudioError) else (path, exc)
+                writer.abort(root=out)
+            if isinstance(exc, AudioError):
+                where, reason = exc.path, exc.reason
+            else:
+                where, reason = path, exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             bar.write(f"semisep: error: {where}: {reason}", file=sys.stderr)
             failed += 1
             continue
         except BaseException:
             if writer is not None:
-                writer.abort()
+                writer.abort(root=out)
             raise
-        bar.write(f"{path} -> {Path(args.out) / name}/{{vocals,accompaniment}}.wav")
+        bar.write(f"{path} -> {out / name}/{{vocals,accompaniment}}.wav")
+    print(f"separated {len(songs) - failed} of {len(songs)} songs into {out}" + (f"; {failed} failed" if failed else ""))
     return EXIT_ERROR if failed else 0
 
 
 def cmd_demo(args) -> int:
-    from evaluation.evaluate import evaluate
-    from pipeline.demo_corpus import generate_demo_corpus
-    from pipeline.ingest import format_report, ingest
-    from training.train import train
+    from semisep.demo import run_demo
 
-    cfg = _config(args)
-    d = cfg.demo
-    corpus_root = Path(cfg.data.workdir) / "demo_corpus"
-    print(f"[1/6] generating demo corpus in {corpus_root}")
-    generate_demo_corpus(corpus_root, d.seed, d.track_seconds, d.paired_train, d.unpaired_per_role,
-                         d.valid, d.test, d.test_in_domain)
-    print("[2/6] ingesting with Ray Data")
-    print(format_report(ingest(cfg)))
-    results = {}
-    for step, (label, alpha, beta) in enumerate((("supervised", 0.0, 0.0),
-                                                 ("semi-supervised", cfg.train.alpha, cfg.train.beta)), start=3):
-        print(f"[{step}/6] training {label} (alpha={alpha}, beta={beta}) with Ray Train")
-        run_cfg = _config(args)
-        run_cfg.train.alpha, run_cfg.train.beta = alpha, beta
-        results[label] = train(run_cfg, label)
-        r = results[label]
-        print(f"  best validation loss {r.best_val_loss:.4f} at step {r.best_step} of {r.steps}")
-    print("[5/6] evaluating on the out-of-domain test set with museval")
-    out = os.path.join(cfg.data.workdir, "eval")
-    result = evaluate(cfg, {k: v.model_dir for k, v in results.items()}, out,
-                      run_ids={k: v.run_id for k, v in results.items()})
-    print()
-    print(f"BSS Eval v4 ({cfg.eval.protocol} protocol), dB, median over 1 s frames then median/mean over tracks:")
-    print(result.table)
-    print(f"\nmuseval JSON, results.md and boxplots: {out}")
-    from evaluation.promote import promote
-    from training.registry import register
-
-    semi = results["semi-supervised"]
-    version = register(cfg.tracking_uri, cfg.mlflow.registered_model, semi.run_id)
-    print(f"\n[6/6] registered the semi-supervised model as {cfg.mlflow.registered_model} version {version}; "
-          "promotion gate (a fresh evaluation of candidate and champion):")
-    print(promote(cfg, version).summary())
-    print(f"models: {os.path.join(cfg.data.workdir, 'models')}")
-    print(f"look at the runs: .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri}")
+    run_demo(_config(args), say=lambda line: print(line, flush=True))
     return 0
 
 

@@ -36,7 +36,7 @@ def test_sweep_interrupted_resumed_with_baseline_asha_and_candidate(ingested, tm
     cfg.tune.points = [{"alpha": 1e-3, "beta": 1e-3, "lr": 0.5, "critic_lr": 0.5}, {"alpha": 1e-3, "beta": 1e-3, "lr": 1e-3}]
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    command = [sys.executable, "-m", "pipeline.cli", "tune", "--config", str(config), "--num-samples", "1"]
+    command = [sys.executable, "-m", "semisep.cli", "tune", "--config", str(config), "--num-samples", "1"]
     client = MlflowClient(cfg.tracking_uri)
 
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -64,7 +64,7 @@ def test_sweep_interrupted_resumed_with_baseline_asha_and_candidate(ingested, tm
         assert children[trial].info.run_id == run.info.run_id and children[trial].info.end_time == run.info.end_time
     for run in children.values():
         assert {"train.alpha", "train.beta", "train.n_critic", "train.lr"} <= set(run.data.params)
-        assert "val_loss" in run.data.metrics
+        assert {"val_loss", "val_sdr"} <= set(run.data.metrics)
 
     summary = pd.read_csv(client.download_artifacts(parent, "sweep/summary.csv"))
     assert len(summary) == 4 and set(summary.run_id) == {r.info.run_id for r in children.values()}
@@ -72,10 +72,10 @@ def test_sweep_interrupted_resumed_with_baseline_asha_and_candidate(ingested, tm
     assert len(baseline) == 1 and baseline.status.iloc[0] == "finished"
     wrecked = summary[summary.lr == 0.5]
     assert wrecked.status.iloc[0] == "stopped by ASHA" and wrecked.steps.iloc[0] == 2
-    assert client.download_artifacts(parent, "sweep/val_loss_vs_alpha_beta.png")
+    assert client.download_artifacts(parent, "sweep/val_sdr_vs_alpha_beta.png")
 
     version = client.get_run(parent).data.tags["semisep.candidate_version"]
     mv = client.get_model_version("sweep-candidates", version)
-    best = summary[summary.status == "finished"].sort_values("best_val_loss").iloc[0]
+    best = summary[summary.status == "finished"].sort_values("best_score", ascending=False).iloc[0]
     assert mv.run_id == best.run_id and mv.tags["semisep.sweep_run_id"] == parent
     assert client.get_run(parent).info.status == "FINISHED"

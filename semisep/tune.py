@@ -5,7 +5,8 @@ device (a GPU fraction, or CPUs), data read from the same shards into memory, an
 validation with ``tune.report``. (A Ray Train run per trial, Ray's Train V2 + Tune pattern, was
 tried first: on Ray 2.60 without the dashboard a finished trial's placement group outlived it and
 the next trial's Ray Data reads waited forever for the CPU it held; it also cost ~50 s of start-up
-per trial.) ASHA stops lagging trials on ``val_loss``; Optuna's TPE picks new points (random search
+per trial.) ASHA stops lagging trials on their validation score (``train.select_on``: the
+validation SDR by default, higher is better); Optuna's TPE picks new points (random search
 when configured). The first trial is always the supervised baseline. MLflow: one parent run for
 the sweep, one child run per trial (tag ``mlflow.parentRunId``); the summary table and a plot of
 validation loss against alpha and beta are artifacts of the parent. The best finished trial's model
@@ -23,12 +24,14 @@ from pathlib import Path
 import pandas as pd
 from ray.tune.search import Searcher
 
+from evaluation.registry import log_model
 from pipeline import storage as store
 from pipeline.config import Config
 from pipeline.errors import SemisepError
 from training.trial import SEARCHED, trainable
 
-STATE = "semisep_sweep.json"  # parent run id and settings, next to Tune's experiment state
+STATE = "semisep_sweep.json"
+PLOT = "val_sdr_vs_alpha_beta.png"  # parent run id and settings, next to Tune's experiment state
 
 
 @dataclass
@@ -148,7 +151,8 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         Path(local).mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
     total = json.loads(state_file.read_text())["trials"]
-    trial_fn = trainable(cfg, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}))
+    trial_fn = trainable(cfg, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}),
+                         log_model)
     param_space = {**_space(cfg), "parent_run_id": parent, "sweep": s.name}
     if resume:
         tuner = tune.Tuner.restore(path, trial_fn, resume_errored=True, param_space=param_space)
@@ -164,8 +168,8 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
         sampler = optuna.samplers.TPESampler(seed=s.seed) if s.searcher == "optuna" else \
             optuna.samplers.RandomSampler(seed=s.seed)
         search = BaselineFirst(OptunaSearch(points_to_evaluate=_points(cfg) or None, sampler=sampler,
-                                              metric="val_loss", mode="min"), _baseline(cfg))
-        scheduler = ASHAScheduler(metric="val_loss", mode="min", time_attr="step", max_t=t.max_steps, grace_period=s.grace_steps or t.val_every,
+                                              metric="score", mode="max"), _baseline(cfg))
+        scheduler = ASHAScheduler(metric="score", mode="max", time_attr="step", max_t=t.max_steps, grace_period=s.grace_steps or t.val_every,
                                   reduction_factor=s.reduction_factor)
         tuner = tune.Tuner(
             trial_fn, param_space=param_space,
@@ -185,7 +189,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
 
 
 def _summary(grid, cfg: Config, parent: str) -> pd.DataFrame:
-    """One row per trial: params, best validation loss, steps, status, child run id."""
+    """One row per trial: params, best validation score (SDR and loss there), steps, status, child run id."""
     from training.tracking import client
 
     mlflow = client(cfg.tracking_uri)
@@ -206,35 +210,36 @@ def _summary(grid, cfg: Config, parent: str) -> pd.DataFrame:
         else:
             status = "pending" if not steps else "running"
         rows.append({"trial": trial_id, **{k: result.config[k] for k in SEARCHED},
+                     "best_score": m.get("best_score", float("nan")), "best_val_sdr": m.get("best_val_sdr", float("nan")),
                      "best_val_loss": m.get("best_val_loss", float("nan")), "steps": steps, "status": status,
                      "run_id": run.info.run_id if run else ""})
         if run is not None and run.info.status == "RUNNING" and status == "stopped by ASHA":
             mlflow.set_tag(run.info.run_id, "semisep.trial_status", "stopped by ASHA")
             mlflow.set_terminated(run.info.run_id, "KILLED")
     df = pd.DataFrame(rows)
-    return df.sort_values("best_val_loss", na_position="last").reset_index(drop=True) if len(df) else df
+    return df.sort_values("best_score", ascending=False, na_position="last").reset_index(drop=True) if len(df) else df
 
 
 def _report(cfg: Config, parent: str, summary: pd.DataFrame, path: str) -> str | None:
     """Summary table and plot on the parent run; the best finished trial registered as a candidate."""
-    from training.registry import register
+    from evaluation.registry import register
     from training.tracking import client
 
     mlflow = client(cfg.tracking_uri)
     out = Path(path)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(summary_markdown(summary))
-    _plot(summary, out / "val_loss_vs_alpha_beta.png")
-    for name in ("summary.csv", "summary.md", "val_loss_vs_alpha_beta.png"):
+    _plot(summary, out / PLOT)
+    for name in ("summary.csv", "summary.md", PLOT):
         mlflow.log_artifact(parent, str(out / name), artifact_path="sweep")
     finished = summary[summary.status.str.startswith(("finished", "early stopped")) & (summary.run_id != "")]
     baseline = summary[(summary.alpha == 0) & (summary.beta == 0)]
     if len(baseline):
-        mlflow.log_metric(parent, "baseline_best_val_loss", float(baseline.best_val_loss.iloc[0]))
+        mlflow.log_metric(parent, "baseline_best_val_sdr", float(baseline.best_val_sdr.iloc[0]))
     if not len(finished):
         return None
     best = finished.iloc[0]
-    mlflow.log_metric(parent, "best_val_loss", float(best.best_val_loss))
+    mlflow.log_metric(parent, "best_val_sdr", float(best.best_val_sdr))
     mlflow.set_tag(parent, "semisep.best_trial", best.trial)
     version = register(cfg.tracking_uri, cfg.mlflow.registered_model, best.run_id,
                        {"semisep.sweep_run_id": parent, "semisep.sweep": cfg.tune.name})
@@ -243,11 +248,11 @@ def _report(cfg: Config, parent: str, summary: pd.DataFrame, path: str) -> str |
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    lines = ["| trial | alpha | beta | n_critic | lr | critic_lr | best val loss | steps | status |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| trial | alpha | beta | n_critic | lr | critic_lr | best val SDR (dB) | val loss there | steps | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for _, r in summary.iterrows():
         lines.append(f"| {r.trial} | {r.alpha:.2g} | {r.beta:.2g} | {int(r.n_critic)} | {r.lr:.2g} | {r.critic_lr:.2g} "
-                     f"| {r.best_val_loss:.4f} | {r.steps} | {r.status} |")
+                     f"| {r.best_val_sdr:.2f} | {r.best_val_loss:.4f} | {r.steps} | {r.status} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,17 +267,17 @@ def _plot(summary: pd.DataFrame, dest: Path) -> None:
     base = summary[(summary.alpha == 0) & (summary.beta == 0)]
     for ax, key in zip(axes, ("alpha", "beta")):
         stopped = semi.status == "stopped by ASHA"
-        ax.scatter(semi[key][~stopped], semi.best_val_loss[~stopped], label="trial")
-        ax.scatter(semi[key][stopped], semi.best_val_loss[stopped], marker="x", label="stopped by ASHA")
+        ax.scatter(semi[key][~stopped], semi.best_val_sdr[~stopped], label="trial")
+        ax.scatter(semi[key][stopped], semi.best_val_sdr[stopped], marker="x", label="stopped by ASHA")
         for _, r in base.iterrows():
-            ax.axhline(r.best_val_loss, color="gray", linestyle="--", label="supervised baseline (alpha = beta = 0)")
+            ax.axhline(r.best_val_sdr, color="gray", linestyle="--", label="supervised baseline (alpha = beta = 0)")
         if (semi[key] > 0).any():
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best validation loss")
+    axes[0].set_ylabel("best validation vocal SDR (dB)")
     axes[0].legend(fontsize=8)
-    fig.suptitle("sweep: validation loss against alpha and beta (lower is better)")
+    fig.suptitle("sweep: validation vocal SDR against alpha and beta (higher is better)")
     fig.tight_layout()
     fig.savefig(dest, dpi=110)
     plt.close(fig)

@@ -1,0 +1,196 @@
+"""Comparing separators over seeds and tracks: differences with 95% intervals, paired tests, tables, plots.
+
+The statistics of ``semisep experiment`` (semisep/experiment.py), usable on any score table with
+one row per (test_set, track, target, method, seed) and an ``sdr`` column:
+
+- per method: the per-track median over 1 s frames (museval), averaged over seeds, then the
+  median and mean over tracks (the SiSEC way, with seeds folded in);
+- per comparison (an arm against another): the per-seed differences (mean over tracks), the mean
+  difference over tracks (per-track differences averaged over seeds) with a 95% t-interval over
+  tracks, and a two-sided Wilcoxon signed-rank test over tracks. Tracks are the unit of the
+  interval and the test (they are the sample of music); the per-seed differences show how much
+  training noise sits on top;
+- how well validation figures rank the models against their test SDR (Spearman's rho).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ARMS = ("supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix")
+BASELINE = "supervised"
+TARGETS = ("vocals", "accompaniment")
+REFERENCE_ROWS = ("oracle_irm", "repet_sim", "mixture")
+
+
+def comparisons(methods: list[str]) -> list[tuple[str, str]]:
+    """(arm, against): every arm against the baseline, and what the adversarial terms add to remix."""
+    pairs = [(m, BASELINE) for m in methods if m != BASELINE]
+    if {"semi-supervised+remix", "supervised+remix"} <= set(methods):
+        pairs.append(("semi-supervised+remix", "supervised+remix"))
+    return pairs
+
+
+def _interval(diff: pd.DataFrame) -> dict:
+    """diff: (tracks, seeds) differences -> per-seed means, mean over tracks, 95% t-interval, Wilcoxon p."""
+    from scipy import stats
+
+    diff = diff.dropna(axis=0, how="any")
+    per_seed, per_track = diff.mean(axis=0), diff.mean(axis=1)
+    n = len(per_track)
+    mean = float(per_track.mean()) if n else float("nan")
+    if n >= 2:
+        half = float(stats.t.ppf(0.975, n - 1) * per_track.std(ddof=1) / np.sqrt(n))
+        p = 1.0 if np.allclose(per_track, 0) else float(stats.wilcoxon(per_track.values).pvalue)
+    else:
+        half, p = float("nan"), float("nan")
+    return {"tracks": n, "seeds": len(per_seed), "per_seed": [round(float(v), 3) for v in per_seed.values],
+            "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p}
+
+
+def improvement_stats(scores: pd.DataFrame, pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Per test set, target and comparison (arm, against): per-seed differences, mean over tracks,
+    95% CI, Wilcoxon p. ``scores`` has one row per (test_set, track, target, method, seed), column ``sdr``."""
+    learned = scores[~scores.method.isin(REFERENCE_ROWS)]
+    methods = list(dict.fromkeys(learned.method))
+    pairs = pairs if pairs is not None else comparisons(methods)
+    rows = []
+    order = {t: i for i, t in enumerate(TARGETS)} | {s: i for i, s in enumerate(learned.test_set.unique())}
+    learned = learned.sort_values(["test_set", "target"], key=lambda col: col.map(order), kind="stable")
+    for (test_set, target), g in learned.groupby(["test_set", "target"], sort=False):
+        wide = g.pivot_table(index="track", columns=["method", "seed"], values="sdr")
+        for arm, against in pairs:
+            rows.append({"test_set": test_set, "target": target, "comparison": f"{arm} - {against}",
+                         **_interval(wide[arm] - wide[against])})
+    return pd.DataFrame(rows)
+
+
+def method_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per test set, method and target: median and mean over tracks of the seed-averaged SDR."""
+    per_track = scores.groupby(["test_set", "method", "target", "track"], sort=False)["sdr"].mean().reset_index()
+    g = per_track.groupby(["test_set", "method", "target"], sort=False)["sdr"]
+    return pd.DataFrame({"median": g.median(), "mean": g.mean(), "tracks": g.count()}).reset_index()
+
+
+def ranking(validation: pd.DataFrame, scores: pd.DataFrame, test_set: str) -> dict[str, float]:
+    """Spearman's rho between each validation figure and the models' mean test vocal SDR."""
+    from scipy import stats
+
+    test = scores[(scores.test_set == test_set) & (scores.target == "vocals") & ~scores.method.isin(REFERENCE_ROWS)]
+    per_model = test.groupby(["method", "seed"])["sdr"].mean().rename("test_sdr").reset_index()
+    both = validation.merge(per_model, left_on=["arm", "seed"], right_on=["method", "seed"])
+    if len(both) < 3:
+        return {}
+    return {"val_sdr": float(stats.spearmanr(both.val_sdr, both.test_sdr).statistic),
+            "val_loss": float(stats.spearmanr(-both.val_loss, both.test_sdr).statistic), "models": len(both)}
+
+
+def markdown(scores: pd.DataFrame, improvements: pd.DataFrame, validation: pd.DataFrame | None = None) -> str:
+    summary = method_summary(scores).set_index(["test_set", "method", "target"])
+    seeds = scores[~scores.method.isin(REFERENCE_ROWS)].seed.nunique()
+    methods = list(dict.fromkeys(scores.method))
+    lines = [f"SDR (dB, BSS Eval v4): per-track median over 1 s frames, averaged over {seeds} seeds; "
+             "median and mean over tracks. oracle_irm, repet_sim and mixture are references (no training).", "",
+             "| test set | method | vocals median | vocals mean | accompaniment median | accompaniment mean | tracks |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for test_set in scores.test_set.unique():
+        for method in methods:
+            cells, tracks = [], 0
+            for target in TARGETS:
+                key = (test_set, method, target)
+                if key in summary.index:
+                    row = summary.loc[key]
+                    cells += [f"{row['median']:.2f}", f"{row['mean']:.2f}"]
+                    tracks = max(tracks, int(row["tracks"]))
+                else:
+                    cells += ["-", "-"]
+            if tracks:
+                lines.append(f"| {test_set} | {method} | {' | '.join(cells)} | {tracks} |")
+    lines += ["", "Differences (dB): per-seed differences (mean over tracks), mean over tracks with a 95% t-interval, "
+              "two-sided Wilcoxon signed-rank test over tracks.", "",
+              "| test set | target | comparison | per-seed differences | mean difference | 95% CI | Wilcoxon p | tracks |",
+              "|---|---|---|---|---:|---|---:|---:|"]
+    for _, r in improvements.iterrows():
+        per_seed = ", ".join(f"{v:+.2f}" for v in r.per_seed)
+        lines.append(f"| {r.test_set} | {r.target} | {r.comparison} | {per_seed} | {r['mean']:+.2f} "
+                     f"| [{r.ci_low:+.2f}, {r.ci_high:+.2f}] | {r.p_value:.3g} | {r.tracks} |")
+    if validation is not None and len(validation):
+        lines += ["", "Validation (what chooses; test sets are only reported): each model's validation vocal SDR "
+                  "(signal SDR, dB) and loss at its best step, mean over seeds.", "",
+                  "| arm | validation vocal SDR | per seed | validation loss | best step |", "|---|---:|---|---:|---:|"]
+        by_arm = validation.groupby("arm", sort=False)
+        for arm, g in by_arm:
+            seeds_sdr = ", ".join(f"{v:.2f}" for v in g.val_sdr)
+            lines.append(f"| {arm} | {g.val_sdr.mean():.2f} | {seeds_sdr} | {g.val_loss.mean():.4f} "
+                         f"| {g.best_step.mean():.0f} |")
+        winner = by_arm.val_sdr.mean().idxmax()
+        lines += ["", f"Chosen on validation: {winner} (highest mean validation vocal SDR)."]
+        first = scores.test_set.unique()[0]
+        rho = ranking(validation, scores, first)
+        if rho:
+            lines.append(f"Ranking of the {rho['models']} models against their mean {first} vocal SDR (Spearman's rho): "
+                         f"validation SDR {rho['val_sdr']:+.2f}, validation loss {rho['val_loss']:+.2f} "
+                         "(loss negated: +1 means lower loss, higher test SDR).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(scores: pd.DataFrame, improvements: pd.DataFrame, out: Path) -> list[Path]:
+    """improvement.png (mean difference, CI, per-seed marks per comparison) and vocals_per_track.png
+    (every arm against the baseline, per track)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(scores.test_set.unique())
+    pairs = list(dict.fromkeys(improvements.comparison))
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(3 + 1.8 * len(pairs) * len(sets), 4.2), squeeze=False, sharey=True)
+    for ax, target in zip(axes[0], TARGETS):
+        for k, test_set in enumerate(sets):
+            rows = improvements[(improvements.target == target) & (improvements.test_set == test_set)].set_index("comparison")
+            rows = rows.loc[[p for p in pairs if p in rows.index]]
+            x = np.arange(len(rows)) + k * (len(pairs) + 1)
+            err = np.vstack([rows["mean"] - rows.ci_low, rows.ci_high - rows["mean"]])
+            ax.errorbar(x, rows["mean"], yerr=err, fmt="o", capsize=4, markersize=7, color=f"C{k}", label=test_set)
+            for xi, seeds in zip(x, rows.per_seed):
+                ax.scatter([xi + 0.15] * len(seeds), seeds, s=12, color=f"C{k}", alpha=0.5, marker="x")
+            for xi, name in zip(x, rows.index):
+                ax.annotate(name.replace(" - ", "\n- "), (xi, 0), xytext=(0, -32), textcoords="offset points",
+                            ha="center", va="top", fontsize=6, rotation=0)
+        ax.axhline(0, color="gray", linestyle="--", linewidth=1)
+        ax.set_xticks([])
+        ax.set_title(f"{target}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("SDR difference (dB), mean over tracks, 95% CI")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Does unpaired audio help? (x: per-seed differences)")
+    fig.tight_layout()
+    paths = [out / "improvement.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    vocals = scores[(scores.target == "vocals") & ~scores.method.isin(REFERENCE_ROWS)]
+    per_track = vocals.groupby(["test_set", "track", "method"])["sdr"].mean().unstack("method").reset_index()
+    others = [m for m in dict.fromkeys(vocals.method) if m != BASELINE]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.4), squeeze=False)
+    for ax, test_set in zip(axes[0], sets):
+        sel = per_track[per_track.test_set == test_set]
+        for k, method in enumerate(others):
+            ax.scatter(sel[BASELINE], sel[method], label=method, color=f"C{k + 1}", s=18)
+        values = sel[[BASELINE, *others]].values
+        lo, hi = float(np.nanmin(values)) - 1, float(np.nanmax(values)) + 1
+        ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"{BASELINE} vocals SDR (dB)")
+        ax.set_ylabel("vocals SDR (dB)")
+        ax.set_title(test_set)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("vocals SDR per track, averaged over seeds (above the line: better than supervised)", fontsize=10)
+    fig.tight_layout()
+    paths.append(out / "vocals_per_track.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths

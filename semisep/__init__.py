@@ -1,0 +1,1 @@
+"""semisep: the entry points (CLI, nightly job, demo, experiment, sweep) on top of pipeline, training and evaluation."""

@@ -1,0 +1,218 @@
+"""``semisep experiment``: does unpaired audio help? Four arms, several seeds, honest statistics.
+
+Arms (``experiment.arms``), each trained for every seed in ``experiment.seeds`` as a Ray Tune trial
+of one device (training/trial.py: the step, validation and early stopping of ``semisep train``),
+with the same architecture, initial weights, paired data order, step budget and patience:
+
+- ``supervised``: alpha = beta = 0, no critics, no remix: the paired songs only;
+- ``supervised+remix``: the same, with ``experiment.remix`` of every batch remixed from the
+  unpaired vocals and accompaniment and the paired stems (training/batches.py): the obvious use
+  of solo recordings, the baseline a reviewer asks for first;
+- ``semi-supervised``: the train section's alpha, beta, n_critic (the paper's method);
+- ``semi-supervised+remix``: both.
+
+Every model is scored with museval on every test set, beside the oracle IRM, the mixture and
+REPET-SIM. Per test set and target:
+
+- SDR of each arm: the per-track median over 1 s frames, averaged over seeds, then the median
+  and mean over tracks (the SiSEC way, with seeds folded in);
+- for each comparison (every arm against ``supervised``, and ``semi-supervised+remix`` against
+  ``supervised+remix``: what the adversarial terms add on top of remix): the per-seed differences
+  (mean over tracks), the mean difference over tracks (per-track differences averaged over seeds)
+  with a 95% t-interval over tracks, and a two-sided Wilcoxon signed-rank test over tracks.
+
+Choosing on validation, never on test: each arm's best validation SDR (the figure that picked its
+best step) is reported, averaged over seeds, and the arm that wins there is named as the one to
+use; how well validation SDR and validation loss rank the trained models against their test SDR
+(Spearman's rho over all models) is reported beside it.
+
+Tracks are the unit of the interval and the test (they are the sample of music); the per-seed
+differences show how much training noise sits on top. Results: ``results.md`` (the tables),
+``scores.csv`` (every track, seed, method, target), ``improvements.csv``, ``validation.csv``,
+``improvement.png`` and ``vocals_per_track.png``, all logged to an MLflow parent run whose children
+are the trainings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluation.comparison import ARMS, BASELINE, REFERENCE_ROWS, improvement_stats, markdown, plot
+from pipeline.config import Config
+from pipeline.errors import SemisepError
+
+
+
+@dataclass
+class ExperimentResult:
+    parent_run_id: str
+    scores: pd.DataFrame  # test_set, track, target, method, seed, sdr
+    improvements: pd.DataFrame  # test_set, target, comparison, tracks, seeds, per_seed, mean, ci_low, ci_high, p_value
+    validation: pd.DataFrame  # arm, seed, val_sdr, val_loss, best_step
+    table: str
+    out_dir: str
+
+
+def arm_settings(cfg: Config, arm: str) -> dict:
+    """The train settings an arm changes: alpha, beta, remix."""
+    semi = arm.startswith("semi-supervised")
+    return {"alpha": cfg.train.alpha if semi else 0.0, "beta": cfg.train.beta if semi else 0.0,
+            "remix": cfg.experiment.remix if arm.endswith("+remix") else 0.0}
+
+
+def arms(cfg: Config) -> list[dict]:
+    """One Tune grid point per (arm, seed): train settings plus a label for the run name."""
+    seeds = [int(s) for s in cfg.experiment.seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SemisepError(f"experiment.seeds={cfg.experiment.seeds}: give one or more distinct seeds")
+    chosen = list(cfg.experiment.arms)
+    unknown = [a for a in chosen if a not in ARMS]
+    if unknown or BASELINE not in chosen or len(set(chosen)) != len(chosen):
+        raise SemisepError(f"experiment.arms={chosen}: distinct arms from {', '.join(ARMS)}, {BASELINE!r} among them")
+    if any(a.startswith("semi") for a in chosen) and cfg.train.alpha <= 0 and cfg.train.beta <= 0:
+        raise SemisepError("train.alpha and train.beta are both 0: the semi-supervised arms would be the baseline")
+    if any(a.endswith("+remix") for a in chosen) and not 0 < cfg.experiment.remix < 1:
+        raise SemisepError(f"experiment.remix={cfg.experiment.remix}: the +remix arms need a share 0 < remix < 1")
+    return [{"label": f"{arm}-seed{seed}", "seed": seed, **arm_settings(cfg, arm)} for seed in seeds for arm in chosen]
+
+
+def test_sets(cfg: Config) -> list[dict]:
+    sets = cfg.experiment.test_sets or [{"name": cfg.eval.corpus, "corpus": cfg.eval.corpus, "split": cfg.eval.split}]
+    corpora = {c.name for c in cfg.data.corpora}
+    for i, s in enumerate(sets):
+        if not isinstance(s, dict) or set(s) - {"name", "corpus", "split"} or "corpus" not in s:
+            raise SemisepError(f"experiment.test_sets[{i}]={s!r}: write it as {{name: ..., corpus: ..., split: test}}")
+        if s["corpus"] not in corpora:
+            raise SemisepError(f"experiment.test_sets[{i}]: corpus {s['corpus']!r} is not in data.corpora")
+    return [{"name": s.get("name", s["corpus"]), "corpus": s["corpus"], "split": s.get("split", "test")} for s in sets]
+
+
+def _metric_key(name: str) -> str:
+    """An MLflow metric name (letters, digits, _ - . / only) from a test set's free-form name."""
+    return re.sub(r"[^\w\-./]", "_", name)
+
+
+def _train_all(cfg: Config, parent: str) -> dict[str, dict]:
+    """Run every (method, seed) arm as a Tune trial; returns label -> child run info."""
+    import ray
+    from ray import tune
+
+    from evaluation.registry import log_model
+    from pipeline import storage as store
+    from training.trial import trainable
+    from training.tracking import client
+
+    e, t = cfg.experiment, cfg.train
+    resources = {"CPU": t.cpus_per_worker} | ({"GPU": e.gpus_per_trial} if e.gpus_per_trial else {})
+    concurrent = e.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)) // t.cpus_per_worker)
+    tuner = tune.Tuner(
+        trainable(cfg, resources, log_model),
+        param_space={"arm": tune.grid_search(arms(cfg)), "parent_run_id": parent, "sweep": e.name},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=1)))
+    grid = tuner.fit()
+    failed = [r for r in grid if r.error is not None]
+    if failed:
+        raise SemisepError(f"{len(failed)} of {len(grid)} trainings failed; first: {failed[0].error}")
+    mlflow = client(cfg.tracking_uri)
+    runs = mlflow.search_runs([mlflow.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    found = {}
+    for run in runs:
+        label = run.info.run_name[len(e.name) + 1:]
+        m = run.data.metrics
+        found[label] = {"run_id": run.info.run_id, "model_uri": run.data.tags.get("semisep.model_uri", ""),
+                        "best_step": int(run.data.tags.get("semisep.best_step", 0) or 0),
+                        "val_sdr": m.get("best_val_sdr", float("nan")), "val_loss": m.get("best_val_loss", float("nan"))}
+    missing = [a["label"] for a in arms(cfg) if a["label"] not in found or not found[a["label"]]["model_uri"]]
+    if missing:
+        raise SemisepError(f"trainings without a logged model: {', '.join(missing)}")
+    return found
+
+
+def _split_label(label: str) -> tuple[str, int]:
+    arm, seed = label.rsplit("-seed", 1)
+    return arm, int(seed)
+
+
+def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentResult:
+    from evaluation.bss_eval import track_frame_medians
+    from evaluation.evaluate import evaluate
+    from pipeline.ingest import format_report, ingest
+    from pipeline.ray_session import ensure_ray
+    from evaluation.registry import local_model_dir
+    from training.tracking import client, start_run
+
+    e = cfg.experiment
+    sets = test_sets(cfg)
+    labels = [a["label"] for a in arms(cfg)]
+    out = Path(cfg.data.workdir) / "experiment" / e.name
+    out.mkdir(parents=True, exist_ok=True)
+    if e.generate_demo:
+        from pipeline.demo_corpus import generate
+
+        root = Path(cfg.data.workdir) / "demo_corpus"
+        say(f"[1/4] {cfg.demo.generator} corpus in {root}")
+        generate(root, cfg.demo, progress=progress)
+    say("[2/4] ingesting (incremental)")
+    ensure_ray(cfg)
+    ingested = ingest(cfg, progress=progress)
+    say(format_report(ingested))
+    params = {k: cfg.to_dict()[k] for k in ("experiment", "train", "model", "transform")}
+    parent = start_run(cfg.tracking_uri, cfg.mlflow.experiment, f"experiment-{e.name}", params,
+                       {"semisep.kind": "experiment", "semisep.dataset_version": ingested.dataset_version})
+    mlflow = client(cfg.tracking_uri)
+    try:
+        say(f"[3/4] training {len(labels)} models ({len(e.seeds)} seeds x {', '.join(e.arms)}) as Ray Tune trials")
+        runs = _train_all(cfg, parent)
+        models = {label: local_model_dir(runs[label]["model_uri"], cfg.tracking_uri) for label in labels}
+        say(f"[4/4] museval on {', '.join(s['name'] for s in sets)}")
+        rows = []
+        for s in sets:
+            set_cfg = Config.from_dict(cfg.to_dict())
+            set_cfg.eval.corpus, set_cfg.eval.split = s["corpus"], s["split"]
+            result = evaluate(set_cfg, models, str(out / "eval" / s["name"]), progress=progress)
+            for _, r in result.summary[result.summary.method.isin(labels)].iterrows():
+                key = _metric_key(f"test_{s['name']}_{r.target}_{r.metric}")
+                mlflow.log_metric(runs[r.method]["run_id"], f"{key}_median", float(r["median"]))
+                mlflow.log_metric(runs[r.method]["run_id"], f"{key}_mean", float(r["mean"]))
+            per_track = track_frame_medians(result.frames)
+            for _, r in per_track[per_track.metric == "SDR"].iterrows():
+                method, seed = _split_label(r.method) if r.method in labels else (r.method, 0)
+                rows.append({"test_set": s["name"], "track": r.track, "target": r.target, "method": method,
+                             "seed": seed, "sdr": float(r.score)})
+        scores = pd.DataFrame(rows)
+        order = {m: i for i, m in enumerate([*e.arms, *REFERENCE_ROWS])}
+        scores = scores.sort_values("method", key=lambda col: col.map(order), kind="stable").reset_index(drop=True)
+        improvements = improvement_stats(scores)
+        validation = pd.DataFrame([{"arm": _split_label(label)[0], "seed": _split_label(label)[1],
+                                    "val_sdr": runs[label]["val_sdr"], "val_loss": runs[label]["val_loss"],
+                                    "best_step": runs[label]["best_step"]} for label in labels])
+        table = markdown(scores, improvements, validation)
+        scores.to_csv(out / "scores.csv", index=False)
+        improvements.to_csv(out / "improvements.csv", index=False)
+        validation.to_csv(out / "validation.csv", index=False)
+        (out / "results.md").write_text(table)
+        for path in [out / "results.md", out / "scores.csv", out / "improvements.csv", out / "validation.csv",
+                     *plot(scores, improvements, out)]:
+            mlflow.log_artifact(parent, str(path), artifact_path="experiment")
+        for _, r in improvements.iterrows():
+            key = _metric_key(f"{r.test_set}_{r.target}_{r.comparison.replace(' - ', '_vs_')}")
+            for stat in ("mean", "ci_low", "ci_high", "p_value"):
+                if np.isfinite(r[stat]):
+                    mlflow.log_metric(parent, f"{key}_{stat}", float(r[stat]))
+        for arm, g in validation.groupby("arm"):
+            mlflow.log_metric(parent, _metric_key(f"val_sdr_{arm}"), float(g.val_sdr.mean()))
+        mlflow.set_tag(parent, "semisep.experiment_runs", json.dumps({k: v["run_id"] for k, v in runs.items()}))
+        mlflow.set_tag(parent, "semisep.chosen_on_validation", str(validation.groupby("arm").val_sdr.mean().idxmax()))
+    except BaseException:
+        mlflow.set_terminated(parent, "FAILED")
+        raise
+    mlflow.set_terminated(parent, "FINISHED")
+    return ExperimentResult(parent, scores, improvements, validation, table, str(out))

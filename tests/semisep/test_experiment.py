@@ -1,0 +1,94 @@
+"""`semisep experiment`: its arms, and end to end on tiny generated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import SemisepError
+from semisep.experiment import arms
+from tests.conftest import tiny_config
+
+
+def test_arms_pair_every_seed_and_refuse_a_baseline_only_experiment(tmp_path):
+    cfg = tiny_config(tmp_path, tmp_path, **{"experiment.seeds": "[4, 5]", "experiment.remix": 0.25,
+                                             "train.alpha": 0.001, "train.beta": 0.001})
+    got = [(a["label"], a["alpha"], a["remix"], a["seed"]) for a in arms(cfg)]
+    alpha = cfg.train.alpha
+    assert got == [("supervised-seed4", 0.0, 0.0, 4), ("supervised+remix-seed4", 0.0, 0.25, 4),
+                   ("semi-supervised-seed4", alpha, 0.0, 4), ("semi-supervised+remix-seed4", alpha, 0.25, 4),
+                   ("supervised-seed5", 0.0, 0.0, 5), ("supervised+remix-seed5", 0.0, 0.25, 5),
+                   ("semi-supervised-seed5", alpha, 0.0, 5), ("semi-supervised+remix-seed5", alpha, 0.25, 5)]
+    cfg.experiment.arms = ["supervised+remix", "semi-supervised"]
+    with pytest.raises(SemisepError, match="'supervised' among them"):
+        arms(cfg)
+    cfg.experiment.arms = ["supervised", "semi-supervised"]
+    cfg.train.alpha = cfg.train.beta = 0.0
+    with pytest.raises(SemisepError, match="both 0"):
+        arms(cfg)
+
+
+@pytest.mark.slow
+def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
+    from mlflow import MlflowClient
+
+    from semisep.cli import main
+
+    work = tmp_path / "work"
+    corpus = work / "demo_corpus"
+    cfg = tiny_config(work, corpus)
+    corpora = (f"[{{name: paired, path: {corpus}/paired}}, {{name: target, path: {corpus}/target}},"
+               f" {{name: in_domain, path: {corpus}/in_domain}},"
+               f" {{name: unpaired, path: {corpus}/unpaired, format: folder, use: unpaired}}]")
+    sets = "[{name: out-of-domain, corpus: target}, {name: in-domain, corpus: in_domain, split: test}]"
+    overrides = [f"data.workdir={work}", f"data.corpora={corpora}", "data.excerpt_frames=32", "data.excerpt_hop=16",
+                 "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3", "train.batch_size=4",
+                 "train.max_steps=4", "train.val_every=2", "train.log_every=1", "train.lr=0.001", "train.n_critic=2",
+                 "train.alpha=0.001", "train.beta=0.001",
+                 "experiment.seeds=[0, 1]", "experiment.generate_demo=true", f"experiment.test_sets={sets}",
+                 "demo.track_seconds=4", "demo.paired_train=2", "demo.unpaired_per_role=2", "demo.valid=1",
+                 "demo.test=3", "demo.test_in_domain=3", "mlflow.experiment=exp-test", "eval.corpus=target"]
+    args = ["experiment"] + [a for o in overrides for a in ("--set", o)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for column in ("vocals median", "vocals mean", "accompaniment median", "accompaniment mean", "per-seed differences",
+                   "mean difference", "95% CI", "Wilcoxon p", "Chosen on validation:", "Spearman"):
+        assert column in out
+    methods = ["supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix", "oracle_irm", "repet_sim",
+               "mixture"]
+    for test_set in ("out-of-domain", "in-domain"):
+        for method in methods:
+            assert any(line.startswith(f"| {test_set} | {method} |") for line in out.splitlines()), (test_set, method)
+    differences = [line for line in out.splitlines() if line.startswith("| out-of-domain | vocals |")]
+    assert [line.split("|")[3].strip() for line in differences] == [
+        "supervised+remix - supervised", "semi-supervised - supervised", "semi-supervised+remix - supervised",
+        "semi-supervised+remix - supervised+remix"]
+    assert all(len(line.split("|")[4].split(",")) == 2 for line in differences)  # one difference per seed
+
+    result_dir = work / "experiment" / "experiment"
+    scores = pd.read_csv(result_dir / "scores.csv")
+    learned = scores[~scores.method.isin(["oracle_irm", "repet_sim", "mixture"])]
+    assert set(scores.test_set) == {"out-of-domain", "in-domain"} and set(learned.seed) == {0, 1}
+    assert learned.groupby(["test_set", "method", "seed", "target"]).track.nunique().eq(3).all()
+    assert np.isfinite(scores.sdr).all()
+    validation = pd.read_csv(result_dir / "validation.csv")
+    assert len(validation) == 8 and np.isfinite(validation.val_sdr).all()
+    for png in ("improvement.png", "vocals_per_track.png"):
+        assert (result_dir / png).stat().st_size > 10_000
+
+    client = MlflowClient(cfg.tracking_uri)
+    exp = client.get_experiment_by_name("exp-test")
+    parent = client.search_runs([exp.experiment_id], "tags.`semisep.kind` = 'experiment'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert "out-of-domain_vocals_supervised_remix_vs_supervised_mean" in parent[0].data.metrics
+    assert parent[0].data.tags["semisep.chosen_on_validation"] in methods
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(f"experiment-{m}-seed{s}" for m in methods[:4] for s in (0, 1))
+    assert all("test_in-domain_vocals_SDR_median" in r.data.metrics for r in children)
+    # the baseline trained without critics or remix, the others with theirs
+    kinds = {r.info.run_name: r.data.tags["semisep.kind"] for r in children}
+    assert kinds["experiment-supervised-seed0"] == "supervised"
+    assert kinds["experiment-supervised+remix-seed1"] == "supervised+remix"
+    assert kinds["experiment-semi-supervised+remix-seed1"] == "semi-supervised+remix"
