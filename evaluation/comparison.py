@@ -147,8 +147,9 @@ def plot(scores: pd.DataFrame, improvements: pd.DataFrame, out: Path) -> list[Pa
 
     sets = list(scores.test_set.unique())
     pairs = list(dict.fromkeys(improvements.comparison))
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(3 + 1.8 * len(pairs) * len(sets), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(3 + 1.3 * len(pairs) * len(sets), 5), squeeze=False, sharey=True)
     for ax, target in zip(axes[0], TARGETS):
+        ticks, labels = [], []
         for k, test_set in enumerate(sets):
             rows = improvements[(improvements.target == target) & (improvements.test_set == test_set)].set_index("comparison")
             rows = rows.loc[[p for p in pairs if p in rows.index]]
@@ -157,11 +158,10 @@ def plot(scores: pd.DataFrame, improvements: pd.DataFrame, out: Path) -> list[Pa
             ax.errorbar(x, rows["mean"], yerr=err, fmt="o", capsize=4, markersize=7, color=f"C{k}", label=test_set)
             for xi, seeds in zip(x, rows.per_seed):
                 ax.scatter([xi + 0.15] * len(seeds), seeds, s=12, color=f"C{k}", alpha=0.5, marker="x")
-            for xi, name in zip(x, rows.index):
-                ax.annotate(name.replace(" - ", "\n- "), (xi, 0), xytext=(0, -32), textcoords="offset points",
-                            ha="center", va="top", fontsize=6, rotation=0)
+            ticks += list(x)
+            labels += [name.replace(" - ", "\n- ") for name in rows.index]
         ax.axhline(0, color="gray", linestyle="--", linewidth=1)
-        ax.set_xticks([])
+        ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{target}")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("SDR difference (dB), mean over tracks, 95% CI")

@@ -98,7 +98,24 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^\w\-./]", "_", name)
 
 
-def _train_all(cfg: Config, parent: str) -> dict[str, dict]:
+def _progress(total: int, say):
+    """A Tune callback saying one line per finished training (Tune's own tables stay off)."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        done = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            Progress.done += 1
+            r = trial.last_result or {}
+            say(f"  [{Progress.done}/{total}] {trial.config['arm']['label']}: best validation vocal SDR "
+                f"{r.get('best_val_sdr', float('nan')):.2f} dB at step {int(r.get('best_step', 0))} of "
+                f"{int(r.get('step', 0))}")
+
+    return Progress()
+
+
+def _train_all(cfg: Config, parent: str, say=print) -> dict[str, dict]:
     """Run every (method, seed) arm as a Tune trial; returns label -> child run info."""
     import ray
     from ray import tune
@@ -115,8 +132,9 @@ def _train_all(cfg: Config, parent: str) -> dict[str, dict]:
         trainable(cfg, resources, log_model),
         param_space={"arm": tune.grid_search(arms(cfg)), "parent_run_id": parent, "sweep": e.name},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=1,
-                                  failure_config=tune.FailureConfig(max_failures=1)))
+        run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[_progress(len(arms(cfg)), say)]))
     grid = tuner.fit()
     failed = [r for r in grid if r.error is not None]
     if failed:
@@ -170,7 +188,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
     mlflow = client(cfg.tracking_uri)
     try:
         say(f"[3/4] training {len(labels)} models ({len(e.seeds)} seeds x {', '.join(e.arms)}) as Ray Tune trials")
-        runs = _train_all(cfg, parent)
+        runs = _train_all(cfg, parent, say)
         models = {label: local_model_dir(runs[label]["model_uri"], cfg.tracking_uri) for label in labels}
         say(f"[4/4] museval on {', '.join(s['name'] for s in sets)}")
         rows = []

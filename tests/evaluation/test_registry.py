@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 import subprocess
 import sys
 
@@ -106,6 +107,12 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
 
     better = promote(cfg, v["trained"])
     assert better.promoted, better.summary()
+    assert _tags(cfg, v["trained"])["semisep.promotion.eval_split"] == f"{cfg.eval.corpus}/valid"  # not the test split
+    from mlflow import MlflowClient
+
+    card = MlflowClient(cfg.tracking_uri).get_model_version(cfg.mlflow.registered_model, v["trained"]).description
+    assert "Registered from run" in card and "**Promotion gate**" in card and "PROMOTED to champion" in card
+    assert not list(Path(cfg.data.workdir).glob("promote-v*"))  # no evaluation folders left behind
     assert better.scores["candidate"]["vocals"] > better.scores["champion"]["vocals"] + cfg.promote.margin_db
     assert _aliases(cfg) == {"champion": v["trained"], "previous": v["untrained"]}
 

@@ -16,6 +16,7 @@ import yaml
 from pipeline.config import CorpusConfig
 from pipeline.corpora import load_source, scan_corpus, split_of
 from pipeline.demo_corpus import SR, render_song
+from pipeline.errors import SemisepError
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,24 @@ def test_ikala_channels(songs, tmp_path):
         assert_additive(spec)
         voc, _ = load_source(spec.files["vocals"])
         np.testing.assert_allclose(voc[0], songs[int(spec.track_id.split("_")[0]) - 10161]["vocals"][0], atol=1e-6)
+
+
+def test_ikala_sections_of_one_song_share_a_split(tmp_path):
+    """iKala names clips <song>_<section>: partitioned by track they would land in train and test."""
+    folder = tmp_path / "Wavs"
+    folder.mkdir()
+    for song in range(10000, 10060):
+        for section in ("verse", "chorus"):
+            (folder / f"{song}_{section}.wav").write_bytes(b"")
+    cfg = CorpusConfig("ikala", str(tmp_path), format="ikala", partition={"train": 1, "valid": 1, "test": 1})
+    by_song = {}
+    for spec in scan_corpus(cfg):
+        by_song.setdefault(spec.track_id.split("_")[0], set()).add(spec.split)
+    assert len(by_song) == 60 and all(len(splits) == 1 for splits in by_song.values())
+    assert {s for splits in by_song.values() for s in splits} == {"train", "valid", "test"}
+
+
+def test_a_corpus_folder_without_tracks_is_an_error(tmp_path):
+    (tmp_path / "mixture").mkdir()
+    with pytest.raises(SemisepError, match="no folder tracks in .* nothing in the store was changed"):
+        scan_corpus(CorpusConfig("u", str(tmp_path), format="folder", use="unpaired"))

@@ -25,6 +25,8 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
         assert [m.step for m in history] == [2, 4]
         assert client.get_metric_history(result.run_id, "loss_s")
         assert "checkpoint" in {a.path for a in client.list_artifacts(result.run_id)}
+        card = run.data.tags["mlflow.note.content"]  # the run page's description, in words
+        assert f"**{name} separator**" in card and "Best validation vocal SDR" in card and result.run_id in card
         model, transform, meta = load_model(result.model_dir)
         assert meta["info"]["run_id"] == result.run_id and transform == cfg.transform
         # the run's logged pyfunc holds the same model
