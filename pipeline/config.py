@@ -360,6 +360,20 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def shipped(self) -> "Config":
+        """A copy for Ray workers, whose working directory is not the driver's: the workdir and
+        stores made absolute (or left URIs), corpus paths absolute, the tracking URI resolved."""
+        from pipeline.storage import has_scheme
+
+        out = Config.from_dict(self.to_dict())
+        out.data.workdir = os.path.abspath(self.data.workdir)
+        out.data.store, out.data.storage_path = self.data.shards_dir, self.data.results_dir
+        out.data.audio_cache = self.data.audio_cache_dir
+        for corpus in out.data.corpora:
+            corpus.path = corpus.path if has_scheme(corpus.path) else os.path.abspath(corpus.path)
+        out.mlflow.tracking_uri = self.tracking_uri
+        return out
+
     def hash(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

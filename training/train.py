@@ -82,7 +82,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
         raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
+        train_loop_config={"cfg": cfg.shipped().to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
                            "resume_from": resume_from, "submitted_at": time.time()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu or gpus_per_worker > 0,

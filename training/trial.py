@@ -33,14 +33,9 @@ def trainable(cfg: Config, resources: dict, log_model=None):
     trials run in Ray workers with another working directory) and ``resources`` per trial.
     ``log_model(tracking_uri, run_id, model_dir) -> URI`` packages each trial's best model in its
     run (the entry points pass evaluation.registry.log_model)."""
-    import os
-
     from ray import tune
 
-    shipped = Config.from_dict(cfg.to_dict())
-    shipped.data.workdir = os.path.abspath(cfg.data.workdir)
-    shipped.mlflow.tracking_uri = cfg.tracking_uri
-    return tune.with_resources(tune.with_parameters(trial, cfg=shipped.to_dict(), log_model=log_model), resources)
+    return tune.with_resources(tune.with_parameters(trial, cfg=cfg.shipped().to_dict(), log_model=log_model), resources)
 
 
 def trial(config: dict, cfg: dict, log_model=None) -> None:
