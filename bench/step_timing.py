@@ -84,6 +84,37 @@ def time_step(cfg: Config, device: str, seconds: float, implementation: str = "c
     return rate, (torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
 
 
+def interleaved(cfg: Config, device: str, seconds: float, rounds: int = 5) -> dict[str, float]:
+    """Steps/s of the 2026-11-27 reference step and the current one, timed in alternating slices
+    of ``seconds / rounds`` each (a shared VM's speed drifts by 20% over a minute; slices side by
+    side see the same machine): median rate of each, and the median of the per-round ratios."""
+    import statistics
+
+    runners = {}
+    for implementation in ("reference", "current"):
+        torch.manual_seed(0)
+        models, step_fn = build(cfg, device, implementation)
+        batches = random_batches(cfg, device)
+        unpaired = batches.unsupervised if cfg.train.semi_supervised else None
+        runners[implementation] = (lambda m=models, f=step_fn, b=batches, u=unpaired: f(m, b.supervised, u, cfg))
+        for _ in range(3):
+            runners[implementation]()
+    rates = {k: [] for k in runners}
+    for _ in range(rounds):
+        for implementation, step in runners.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / rounds or n < 3:
+                step()
+                n += 1
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            rates[implementation].append(n / (time.perf_counter() - start))
+    return {"reference": statistics.median(rates["reference"]), "current": statistics.median(rates["current"]),
+            "ratio": statistics.median(c / r for c, r in zip(rates["current"], rates["reference"]))}
+
+
 def cuda_graph_step(models, batches, cfg: Config, step_fn):
     """The whole step (n_critic critic updates and the separator update) captured as one CUDA
     graph and replayed: fresh batches are copied into the graph's input tensors first. Needs

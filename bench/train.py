@@ -2,11 +2,13 @@
 
 (a0) baseline: the step as it was on 2026-11-27 (bench/reference_step.py), on in-memory batches;
 (a) plain: ``training.step.train_step`` on the same in-memory batches, no Ray, no data loading
-    (torch + numpy only, so it also runs on a machine without Ray: ``--plain-only``);
+    (torch + numpy only, so it also runs on a machine without Ray: ``--plain-only``); (a0) and
+    (a) are timed in alternating slices (5 rounds of 2 x --seconds / 5 each), and (a)/(a0) is the
+    median of the per-round ratios: a shared VM's speed drifts by 20% within a minute;
 (b) ray: ``semisep train`` (Ray Train, 1 worker, the demo corpus's Parquet shards) with the same
     config: its steady-state rate is the median of the ``steps_per_s`` it reports per validation
     window after the first (validation and checkpointing excluded); its end-to-end rate counts
-    everything. Printed apart: Ray Train's start-up (driver call to the worker's first step) and
+    everything; (b)/(a) divides by the mean of (a) before and after the job. Printed apart: Ray Train's start-up (driver call to the worker's first step) and
     the share of training time spent on validation, figures and checkpoints.
 
 Both for the supervised baseline and the semi-supervised model (n_critic critic updates per
@@ -26,10 +28,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # the console keeps the table
 
 import torch  # noqa: E402
 
-from bench.step_timing import DEMO, PAPER, time_step, variant  # noqa: E402
+from bench.step_timing import DEMO, PAPER, interleaved, time_step, variant  # noqa: E402
 from pipeline.config import Config  # noqa: E402
 
 
@@ -90,9 +93,10 @@ def main() -> None:
     for semi in (False, True):
         cfg = variant(base, semi, extra)
         kind = "semi-supervised" if semi else "supervised"
-        baseline, _ = time_step(cfg, args.device, args.seconds, "reference")
-        plain, memory = time_step(cfg, args.device, args.seconds, "current")
-        row = {"kind": kind, "baseline": baseline, "plain": plain, "memory": memory, "batch": cfg.train.batch_size}
+        timed = interleaved(cfg, args.device, 2 * args.seconds)
+        _, memory = time_step(cfg, args.device, 1.0, "current") if args.device.startswith("cuda") else (0, 0.0)
+        row = {"kind": kind, "baseline": timed["reference"], "plain": timed["current"], "speedup": timed["ratio"],
+               "memory": memory, "batch": cfg.train.batch_size}
         if not args.plain_only:
             from pipeline.config import load_config
 
@@ -104,6 +108,9 @@ def main() -> None:
             ray_cfg.train.max_steps, ray_cfg.train.val_every, ray_cfg.train.patience = args.steps, args.val_every, 10**6
             ray_cfg.train.use_gpu = args.device.startswith("cuda")
             row |= ray_rates(ray_cfg, f"bench-{kind}")
+            # the plain step again right after the Ray job: (b)/(a) against the mean of both
+            after = interleaved(cfg, args.device, args.seconds, rounds=2)["current"]
+            row["plain_ray"] = (row["plain"] + after) / 2
         rows.append(row)
 
     print(f"\ntraining benchmark: {'paper' if args.paper else 'demo'} config on {device_name}, "
@@ -112,9 +119,9 @@ def main() -> None:
           "| Ray end-to-end | GPU GiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        ray_cols = (f"{r['steady']:.2f} | {r['steady'] / r['plain']:.2f} | {r['end_to_end']:.2f}"
+        ray_cols = (f"{r['steady']:.2f} | {r['steady'] / r['plain_ray']:.2f} | {r['end_to_end']:.2f}"
                     if "steady" in r else "- | - | -")
-        print(f"| {r['kind']} | {r['baseline']:.2f} | {r['plain']:.2f} | {r['plain'] / r['baseline']:.2f} "
+        print(f"| {r['kind']} | {r['baseline']:.2f} | {r['plain']:.2f} | {r['speedup']:.2f} "
               f"| {r['plain'] * r['batch']:.0f} | {ray_cols} | {r['memory']:.2f} |")
     for r in rows:
         if "startup" in r:

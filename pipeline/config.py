@@ -142,7 +142,11 @@ class TrainConfig:
     The defaults are semisep's, chosen on validation (README "Results"): supervised training with
     3/4 of every batch remixed (remix 0.75), no adversarial terms; the paper's method is alpha =
     beta = 0.001 with remix 0 (configs/paper.yaml).
-    Validation, early stopping and a checkpoint every ``val_every`` steps and at the end.
+    Validation and early stopping every ``val_every`` steps; a checkpoint at a validation when
+    ``checkpoint_every_s`` seconds have passed since the last one, and always at the end (0: at
+    every validation). Ray Train holds one report at a time and its controller collects it every
+    2 s, so reporting every second or so stalls training; a worker that dies loses at most that
+    interval.
     precision: ``fp32`` or ``bf16`` (autocast on the GPU; fp32 on CPU). compile: torch.compile
     the separator (the critics stay eager: the gradient penalty's double backward).
     worker_resources: extra Ray resources per training worker, e.g. ``{trainer: 1}`` so workers
@@ -171,6 +175,7 @@ class TrainConfig:
     max_steps: int = 1000
     val_every: int = 100
     patience: int = 5
+    checkpoint_every_s: float = 30.0
     log_every: int = 10
     seed: int = 0
     num_workers: int = 1
@@ -440,6 +445,7 @@ RANGES = {
     "train.alpha": (0.0, None, False), "train.beta": (0.0, None, False), "train.n_critic": (1, None, False),
     "train.gp_lambda": (0.0, None, False), "train.batch_size": (1, None, False), "train.lr": (0.0, None, False),
     "train.critic_lr": (0.0, None, True), "train.max_steps": (1, None, False), "train.val_every": (1, None, False),
+    "train.checkpoint_every_s": (0.0, None, False),
     "train.patience": (1, None, False), "train.log_every": (1, None, False), "train.num_workers": (1, None, False),
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
     "train.adversarial_paired": (0.0, 0.99, False),

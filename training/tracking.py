@@ -80,33 +80,42 @@ class MetricLogger:
     metrics in a buffer and the logger stops calling for ``backoff`` seconds; the next call after
     that sends the buffer first. ``flush`` tries once more and says whether everything is in.
     Figures are not buffered (a missing picture is not worth holding memory for).
+
+    Metrics are sent at most every ``interval`` seconds, in one ``log_batch`` (each keeps its own
+    step and timestamp): a call to the store costs tens of milliseconds, which at the supervised
+    step's pace on a CPU (~30 steps/s, losses every 5 steps) was a third of the training time.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str, backoff: float = 30.0):
+    def __init__(self, tracking_uri: str, run_id: str, backoff: float = 30.0, interval: float = 5.0):
         self.client = client(tracking_uri)
-        self.run_id, self.tracking_uri, self.backoff = run_id, tracking_uri, backoff
+        self.run_id, self.tracking_uri, self.backoff, self.interval = run_id, tracking_uri, backoff, interval
         self.pending: list = []
         self.down_since: float | None = None
+        self.last_sent = 0.0
         self.last_error = ""
 
     def _send(self) -> bool:
         if self.down_since is not None and time.time() - self.down_since < self.backoff:
             return False
+        self.last_sent = time.time()
         try:
-            for i in range(0, len(self.pending), 1000):
-                self.client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+            while self.pending:
+                self.client.log_batch(self.run_id, metrics=self.pending[:1000])
+                self.pending = self.pending[1000:]
         except Exception as exc:  # noqa: BLE001 - any failure of the server: keep training, keep the metrics
             self.down_since, self.last_error = time.time(), " ".join(str(exc).split())[:200]
             return False
-        self.pending, self.down_since = [], None
+        self.down_since = None
         return True
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float], step: int, now: bool = False) -> None:
+        """Buffer ``metrics`` at ``step``; send the buffer if ``interval`` has passed (or ``now``)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._send()
+        stamp = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        if now or time.time() - self.last_sent >= self.interval:
+            self._send()
 
     def log_figure(self, figure, artifact_file: str) -> None:
         import matplotlib.pyplot as plt

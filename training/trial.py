@@ -78,8 +78,8 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     logger = MetricLogger(cfg.tracking_uri, run_id)
     best = new_best()
 
-    def on_validation(step: int, report: dict, stop: bool) -> None:
-        logger.log({k: v for k, v in report.items() if k != "step"}, step)
+    def on_validation(step: int, report: dict, stop: bool, save: bool) -> None:
+        logger.log({k: v for k, v in report.items() if k != "step"}, step, now=True)
         if stop or step >= t.max_steps:
             # finish before the last report: the scheduler ends the trial as soon as it sees it
             _finish(cfg, client, run_id, best, log_model, {"name": name, "run_id": run_id, "kind": run_kind(cfg),

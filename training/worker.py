@@ -24,15 +24,16 @@ from training.step import Models, as_floats, broadcast_parameters, build_models,
 from training.validation import selection_score, validate
 
 
-def _broadcast_flag(flag: bool, device) -> bool:
-    """Rank 0's decision on every worker (a near-tie must not leave one rank in the next collective)."""
+def _broadcast_flags(flags: tuple[bool, ...], device) -> tuple[bool, ...]:
+    """Rank 0's decisions on every worker (a near-tie, or a clock, must not leave one rank in the
+    next collective while the others report)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+        return flags
+    value = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.broadcast(value, src=0)
-    return bool(value.item())
+    return tuple(bool(v) for v in value.tolist())
 
 
 def reseed(seed: int, rank: int, step: int) -> None:
@@ -42,17 +43,20 @@ def reseed(seed: int, rank: int, step: int) -> None:
 
 
 def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet, *, step: int, best: dict,
-        on_validation: Callable[[int, dict, bool], None], log: Callable[[dict, int], None] | None = None,
+        on_validation: Callable[[int, dict, bool, bool], None], log: Callable[[dict, int], None] | None = None,
         rank: int = 0, device="cpu") -> int:
     """Train from ``step`` to ``train.max_steps`` or an early stop; returns the last step.
 
-    ``on_validation(step, report, stop)`` runs on every rank after each validation (rank 0's
-    report holds the validation figures, the others' only the step); ``log(metrics, step)`` gets
-    the losses every ``log_every`` steps and the time spent around validation (rank 0 only).
+    ``on_validation(step, report, stop, checkpoint)`` runs on every rank after each validation
+    (rank 0's report holds the validation figures, the others' only the step); ``checkpoint`` says
+    whether this validation is one to save (``train.checkpoint_every_s``; always the last);
+    ``log(metrics, step)`` gets the losses every ``log_every`` steps and the time spent around
+    validation (rank 0 only).
     """
     t = cfg.train
     next_unpaired = batches.unsupervised if t.semi_supervised else None
     window_start, window_steps = time.perf_counter(), 0
+    last_checkpoint = time.monotonic()
     while step < t.max_steps:
         metrics = train_step(models, batches.supervised, next_unpaired, cfg)
         step += 1
@@ -71,8 +75,11 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet, *, 
                       "best_score": best["score"], "best_val_sdr": best["val"]["val_sdr"],
                       "best_val_loss": best["val"]["val_loss"], "steps_per_s": window_steps / train_seconds,
                       "early_stopped": float(stop)}
-        stop = _broadcast_flag(stop, device)
-        on_validation(step, report, stop)
+        save = stop or step >= t.max_steps or time.monotonic() - last_checkpoint >= t.checkpoint_every_s
+        stop, save = _broadcast_flags((stop, save), device)
+        on_validation(step, report, stop, save)
+        if save:
+            last_checkpoint = time.monotonic()
         if log:
             log({"validation_overhead_s": time.perf_counter() - started, "train_window_s": train_seconds}, step)
         reseed(t.seed, rank, step)
@@ -133,12 +140,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if step:
             logger.log({"resumed_at_step": step}, step)
 
-    def on_validation(at: int, report: dict, stop: bool) -> None:
+    def on_validation(at: int, report: dict, stop: bool, save: bool) -> None:
         if logger:
-            logger.log({k: v for k, v in report.items() if k != "step"}, at)
+            logger.log({k: v for k, v in report.items() if k != "step"}, at, now=True)
             if stop or at >= t.max_steps:  # one picture, of the model the run keeps (drawing costs ~0.3 s)
                 logger.log_figure(validation_figure(_best_separator(cfg, best, device), valid, best["step"]),
                                   f"validation/best_step_{best['step']:07d}.png")
+        if not save:
+            return
         every = _gather_positions(batches.positions(), world)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None

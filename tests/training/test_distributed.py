@@ -196,6 +196,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
     cfg = type(cfg).from_dict(cfg.to_dict())
     cfg.train.alpha = cfg.train.beta = 0.0
     cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 200, 10, 10, 1000
+    cfg.train.checkpoint_every_s = 0  # a checkpoint at every validation
     storage = os.path.join(cfg.data.workdir, "ray_results")
     killed = []
 

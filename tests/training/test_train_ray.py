@@ -1,5 +1,7 @@
 """A real Ray Train run (1 CPU worker) logging to a real MLflow SQLite store."""
 
+import os
+
 import pytest
 
 from training.checkpoint import load_model
@@ -25,6 +27,9 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
         assert [m.step for m in history] == [2, 4]
         assert client.get_metric_history(result.run_id, "loss_s")
         assert "checkpoint" in {a.path for a in client.list_artifacts(result.run_id)}
+        # train.checkpoint_every_s (30 s) had not passed at step 2: one checkpoint, the last
+        run_dir = os.path.dirname(result.checkpoint_dir)
+        assert sorted(d for d in os.listdir(run_dir) if d.startswith("step_")) == ["step_0000004"]
         card = run.data.tags["mlflow.note.content"]  # the run page's description, in words
         assert f"**{name} separator**" in card and "Best validation vocal SDR" in card and result.run_id in card
         model, transform, meta = load_model(result.model_dir)
