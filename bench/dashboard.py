@@ -6,9 +6,11 @@ in a fresh process, ``--repeats`` times, alternating with and without the dashbo
 - baseline: ``ray.dashboard: false`` (``include_dashboard=False``, as semisep ran before);
 - dashboard: the default (dashboard and state API on 127.0.0.1, a free port).
 
-Start-up = wall seconds of ``ensure_ray`` (``ray.init`` until it returns); memory = resident set of
-the process tree (driver, GCS, raylet, dashboard and its agents, idle workers) after
-``--settle`` seconds, when the dashboard's modules have loaded.
+Start-up = wall seconds of ``ensure_ray`` (``ray.init`` until it returns); memory of the process
+tree (driver, GCS, raylet, dashboard and its module processes, agents, idle workers) after
+``--settle`` seconds, when the dashboard's modules have loaded: USS (memory only those processes
+hold, what the machine loses) and RSS (summed per process, so shared libraries count once per
+process).
 
     .venv/bin/python bench/dashboard.py            # 3 repeats each
 """
@@ -37,15 +39,16 @@ ensure_ray(cfg, say=lambda line: None)
 startup = time.perf_counter() - t0
 time.sleep(float(sys.argv[2]))
 me = psutil.Process()
-rss = 0
+rss = uss = procs = 0
 for p in [me, *me.children(recursive=True)]:
     try:
-        rss += p.memory_info().rss
+        info = p.memory_full_info()
+        rss, uss, procs = rss + info.rss, uss + info.uss, procs + 1
     except psutil.Error:
         pass
 import ray
 ray.shutdown()
-print(json.dumps({"startup_s": startup, "rss_mib": rss / 2**20}))
+print(json.dumps({"startup_s": startup, "rss_mib": rss / 2**20, "uss_mib": uss / 2**20, "processes": procs}))
 """
 
 
@@ -66,16 +69,18 @@ def main() -> None:
     for _ in range(args.repeats):
         for dashboard in (False, True):
             runs[dashboard].append(once(dashboard, args.settle))
-    rows = {k: {m: statistics.median(r[m] for r in v) for m in ("startup_s", "rss_mib")} for k, v in runs.items()}
+    keys = ("startup_s", "uss_mib", "rss_mib", "processes")
+    rows = {k: {m: statistics.median(r[m] for r in v) for m in keys} for k, v in runs.items()}
     base, dash = rows[False], rows[True]
     print(f"Local Ray start-up, median of {args.repeats} fresh processes each (memory after {args.settle:g} s)\n")
-    print("| | start-up s | process tree RSS MiB |")
-    print("|---|---:|---:|")
-    print(f"| baseline: no dashboard | {base['startup_s']:.2f} | {base['rss_mib']:.0f} |")
-    print(f"| dashboard (default) | {dash['startup_s']:.2f} | {dash['rss_mib']:.0f} |")
-    print(f"| dashboard - baseline | {dash['startup_s'] - base['startup_s']:+.2f} | {dash['rss_mib'] - base['rss_mib']:+.0f} |")
+    print("| | start-up s | USS MiB | RSS MiB (summed) | processes |")
+    print("|---|---:|---:|---:|---:|")
+    for label, r in (("baseline: no dashboard", base), ("dashboard (default)", dash)):
+        print(f"| {label} | {r['startup_s']:.2f} | {r['uss_mib']:.0f} | {r['rss_mib']:.0f} | {r['processes']:.0f} |")
+    print(f"| dashboard - baseline | {dash['startup_s'] - base['startup_s']:+.2f} | {dash['uss_mib'] - base['uss_mib']:+.0f} "
+          f"| {dash['rss_mib'] - base['rss_mib']:+.0f} | {dash['processes'] - base['processes']:+.0f} |")
     print(f"\nratio dashboard / baseline: start-up {dash['startup_s'] / base['startup_s']:.2f}x, "
-          f"memory {dash['rss_mib'] / base['rss_mib']:.2f}x")
+          f"USS {dash['uss_mib'] / base['uss_mib']:.2f}x")
 
 
 if __name__ == "__main__":
