@@ -40,6 +40,10 @@ def _free_port() -> int:
 def ensure_ray(cfg: Config, say=None) -> None:
     """Initialise Ray once per process from ``cfg.ray``; project code is shipped to workers."""
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", RAY_DATA_LOGGING)  # read when ray.data is imported
+    # Ray Tune's console tables ("Configuration for experiment", "View detailed results here", the
+    # TensorBoard hint) print even at verbose=0 with its new output engine; semisep prints its own
+    # progress lines for sweeps and experiments
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
     if ray.is_initialized():

@@ -52,6 +52,9 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     args = ["experiment"] + [a for o in overrides for a in ("--set", o)]
     assert main(args) == 0
     out = capsys.readouterr().out
+    for noise in ("Configuration for experiment", "View detailed results here", "tensorboard --logdir"):
+        assert noise not in out  # Ray Tune's tables stay off the console; semisep's lines stay on it
+    assert out.count("best validation vocal SDR") == 8  # one progress line per training
     for column in ("vocals median", "vocals mean", "accompaniment median", "accompaniment mean", "per-seed differences",
                    "mean difference", "95% CI", "Wilcoxon p", "Chosen on validation:", "Spearman"):
         assert column in out
