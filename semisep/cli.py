@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(alpha = beta = 0) first, then tune.points,\nthen samples from Optuna's TPE; "
                                    "ASHA stops trials whose validation loss lags. Each trial is a Ray Train run and\n"
                                    "an MLflow child run of the sweep's parent run, which gets the summary table and a "
-                                   "plot of validation loss\nagainst alpha and beta. The best finished trial is "
+                                   "plot of the best validation vocal SDR\nagainst alpha and beta. The best finished trial is "
                                    "registered as a candidate version of mlflow.registered_model\n(promote it with "
                                    "`semisep promote --candidate VERSION`). Ctrl-C stops the sweep; --resume continues "
                                    "it without\nrerunning finished trials.")
