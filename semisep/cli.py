@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Sweep the `tune` section's ranges with Ray Tune: the supervised baseline "
                                    "(alpha = beta = 0) first, then tune.points,\nthen samples from Optuna's TPE; "
-                                   "ASHA stops trials whose validation loss lags. Each trial is a Ray Train run and\n"
+                                   "ASHA stops trials whose validation score (SDR by default) lags. Each trial runs the training loop of `semisep train` on one device and is\n"
                                    "an MLflow child run of the sweep's parent run, which gets the summary table and a "
                                    "plot of the best validation vocal SDR\nagainst alpha and beta. The best finished trial is "
                                    "registered as a candidate version of mlflow.registered_model\n(promote it with "
