@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.convs import Conv2dS2, conv_transpose_s2
+
 SLOPE = 0.2  # LeakyReLU negative slope
 
 
@@ -30,7 +32,7 @@ class Critic(nn.Module):
         f, t = freq_bins, frames
         for i in range(layers):
             c = channels * 2**i
-            blocks += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.LeakyReLU(SLOPE)]
+            blocks += [Conv2dS2(c_in, c, 4, stride=2, padding=1), nn.LeakyReLU(SLOPE)]
             c_in, f, t = c, f // 2, t // 2
         self.features = nn.Sequential(*blocks)
         # no bias: it cancels in the Wasserstein estimate and the penalty, so it could only drift
@@ -49,9 +51,8 @@ class Critic(nn.Module):
         out, h = [], x.unsqueeze(1)
         for conv in self.convs():
             pre = conv(h)
-            slope = (pre > 0).to(pre.dtype) * (1 - SLOPE) + SLOPE
-            out.append(slope)
-            h = pre * slope
+            out.append(torch.full_like(pre, SLOPE).masked_fill_(pre > 0, 1.0))
+            h = F.leaky_relu(pre, SLOPE)  # = pre * slope
         return out
 
     def input_gradient(self, slopes: list[torch.Tensor]) -> torch.Tensor:
@@ -59,5 +60,5 @@ class Critic(nn.Module):
         last = slopes[-1]
         g = self.score.weight.view(1, *last.shape[1:]).expand_as(last)
         for conv, slope in zip(reversed(self.convs()), reversed(slopes)):
-            g = F.conv_transpose2d(g * slope, conv.weight, stride=conv.stride, padding=conv.padding)
+            g = conv_transpose_s2(g * slope, conv)
         return g.squeeze(1)

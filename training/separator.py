@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.convs import Conv2dS2, ConvTranspose2dS2
+
 SOURCES = ("vocals", "accompaniment")
 
 
@@ -35,13 +37,13 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         c_in = 1
         for c in chans:
-            self.down.append(nn.Sequential(nn.Conv2d(c_in, c, 5, stride=2, padding=2, bias=False), _norm(c), nn.LeakyReLU(0.2)))
+            self.down.append(nn.Sequential(Conv2dS2(c_in, c, 5, stride=2, padding=2, bias=False), _norm(c), nn.LeakyReLU(0.2)))
             c_in = c
         self.up = nn.ModuleList()
         for i in reversed(range(depth)):
             c_out = chans[i - 1] if i > 0 else base_channels
             c_cat = chans[i] * (2 if i < depth - 1 else 1)
-            layers = [nn.ConvTranspose2d(c_cat, c_out, 5, stride=2, padding=2, output_padding=1, bias=False),
+            layers = [ConvTranspose2dS2(c_cat, c_out, 5, stride=2, padding=2, output_padding=1, bias=False),
                       _norm(c_out), nn.ReLU()]
             if dropout and i >= depth - 2:
                 layers.append(nn.Dropout2d(dropout))
