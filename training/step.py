@@ -10,7 +10,12 @@ Where the time goes (2 CPU cores, demo config; bench/train.py measures it agains
 2026-11-27, kept in bench/reference_step.py): the gradient penalty is computed from the critic's
 explicit input gradient instead of autograd's double backward (training/critic.py), real and fake
 excerpts go through a critic as one batch, paired and unpaired mixtures through the separator as
-one batch, and losses stay tensors (no host sync per loss; ``as_floats`` when logging).
+one batch, transposed convolutions that write few channels run as phase-split forward
+convolutions on CPU (training/convs.py), L_u computes no gradient for the critics' weights (it
+must not move them), both Adams update all their parameters in one ``foreach`` kernel per
+operation, and losses stay tensors (no host sync per loss; ``as_floats`` when logging). What is
+left is convolution arithmetic and the per-call cost of ~350 small convolutions per
+semi-supervised step; the numbers are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ def build_separator(cfg: Config) -> UNet:
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
     # betas (0.5, 0.9) as in WGAN-GP training; the separator uses the same for symmetry
-    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    # foreach: one kernel per operation over all parameters (on CPU torch defaults to a loop over them)
+    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9), foreach=True)
 
 
 def build_models(cfg: Config, device: torch.device | str = "cpu") -> Models:
@@ -161,7 +167,16 @@ def separator_update(models: Models, paired: Batch, unpaired: Batch | None,
         if semi:
             est = est_all[n:]
             if alpha > 0:
-                l_u = sum(adversarial_loss(models.critics[s], models.critic_view(est[:, i])) for i, s in enumerate(SOURCES))
+                # L_u must not move the critics: no gradient for their weights is computed at all
+                critic_params = [p for c in models.critics.values() for p in c.parameters()]
+                for p in critic_params:
+                    p.requires_grad_(False)
+                try:
+                    l_u = sum(adversarial_loss(models.critics[s], models.critic_view(est[:, i]))
+                              for i, s in enumerate(SOURCES))
+                finally:
+                    for p in critic_params:
+                        p.requires_grad_(True)
                 loss = loss + alpha * l_u
                 out["loss_u"] = l_u.detach()
             if beta > 0:
@@ -170,8 +185,6 @@ def separator_update(models: Models, paired: Batch, unpaired: Batch | None,
                 out["loss_add"] = l_add.detach()
     loss.backward()
     sync_gradients(models.separator)
-    for critic in models.critics.values():
-        critic.zero_grad(set_to_none=True)  # L_u must not move the critics
     opt.step()
     out["loss"] = loss.detach()
     return out
