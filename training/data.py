@@ -12,7 +12,7 @@ continues on the rows its checkpoint's positions refer to. The validation split 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -80,6 +80,7 @@ class ValidationSet:
     planes: dict[str, torch.Tensor]
     track: torch.Tensor  # (rows,) int64, index into ``tracks``
     tracks: list[str]
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # training.validation's inputs
 
 
 def read_validation(paths: list[str], cfg: Config) -> ValidationSet:

@@ -12,7 +12,7 @@ def validation_figure(separator, valid, step: int, index: int | None = None):
     valid: a training.data.ValidationSet; ``index`` picks the row (default: the first track's
     row with the loudest vocals, so the picture shows a voice).
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global state, and ~0.1 s less to import
 
     from pipeline.spectrogram import planes_log_magnitude
 
@@ -23,9 +23,6 @@ def validation_figure(separator, valid, step: int, index: int | None = None):
     row = {k: planes_log_magnitude(v[index:index + 1].float()) for k, v in valid.planes.items()}
     device = next(separator.parameters()).device
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     separator.eval()
     est = separator(row["mixture"].to(device))[0].float().cpu()
     separator.train()
@@ -33,7 +30,8 @@ def validation_figure(separator, valid, step: int, index: int | None = None):
               ("vocals", row["vocals"][0], est[0]),
               ("accompaniment", row["accompaniment"][0], est[1])]
     vmax = float(max(p[1].max() for p in panels))
-    fig, axes = plt.subplots(3, 2, figsize=(8, 7), sharex=True, sharey=True)
+    fig = Figure(figsize=(8, 7))
+    axes = fig.subplots(3, 2, sharex=True, sharey=True)
     for row, (name, truth, estimate) in enumerate(panels):
         labels = ("input", None) if name == "mixture" else ("truth", "estimate")
         for col, (label, img) in enumerate(zip(labels, (truth, estimate))):
@@ -41,12 +39,12 @@ def validation_figure(separator, valid, step: int, index: int | None = None):
             if img is None:
                 ax.axis("off")
                 continue
-            ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax, cmap="magma")
+            ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax, cmap="magma", interpolation="nearest")
             ax.set_title(f"{name} ({label})", fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("frame")
     for ax in axes[:, 0]:
         ax.set_ylabel("bin")
     fig.suptitle(f"validation excerpt {index}, step {step}: log1p |STFT|")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.07, top=0.91, hspace=0.25, wspace=0.08)  # tight_layout: +0.1 s
     return fig

@@ -118,15 +118,17 @@ class MetricLogger:
             self._send()
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
-
+        """A matplotlib Figure as a PNG artifact (best effort); pyplot figures are closed after."""
         try:
             if self.down_since is None:
                 self.client.log_figure(self.run_id, figure, artifact_file)
         except Exception as exc:  # noqa: BLE001
             self.down_since, self.last_error = time.time(), " ".join(str(exc).split())[:200]
         finally:
-            plt.close(figure)
+            if getattr(figure.canvas, "manager", None) is not None:
+                import matplotlib.pyplot as plt
+
+                plt.close(figure)
 
     def set_tag(self, key: str, value: str) -> None:
         """Best effort, like the metrics: a missing tag must not stop training."""

@@ -24,11 +24,10 @@ from training.data import ValidationSet
 SILENT_DB = 60.0
 
 
-def _sdr(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-    """Per-row SDR in dB and reference energy. ref, est: (rows, 2, F, T) planes -> (rows,), (rows,)."""
-    energy = ref.double().pow(2).sum(dim=(1, 2, 3))
+def _sdr(ref: torch.Tensor, est: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+    """Per-row SDR in dB. ref, est: (rows, 2, F, T) planes; energy: (rows,) the references' -> (rows,)."""
     error = (ref - est).double().pow(2).sum(dim=(1, 2, 3))
-    return 10 * torch.log10(energy.clamp_min(1e-20) / error.clamp_min(1e-20)), energy
+    return 10 * torch.log10(energy.clamp_min(1e-20) / error.clamp_min(1e-20))
 
 
 def _track_medians(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
@@ -43,6 +42,31 @@ def _track_medians(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor)
     return torch.stack(medians).mean() if medians else torch.tensor(float("nan"))
 
 
+CACHE_BYTES = 256 * 2**20  # per-batch inputs kept between validations when they fit in this
+
+
+def _batches(valid: ValidationSet, batch_size: int, device) -> list[tuple[dict, torch.Tensor, torch.Tensor, dict]]:
+    """Per batch: the planes (float, on ``device``), the mixture's log-magnitudes, the true sources'
+    log-magnitudes (b, 2, F, T) and each reference's energy. None of it changes between validations,
+    so it is computed once per run when it fits in ``CACHE_BYTES``."""
+    key = (str(device), batch_size)
+    if key in valid.cache:
+        return valid.cache[key]
+    planes = valid.planes
+    rows = planes["mixture"].shape[0]
+    out = []
+    for i in range(0, rows, batch_size):
+        part = {k: v[i:i + batch_size].to(device).float() for k, v in planes.items()}
+        mix_log = planes_log_magnitude(part["mixture"])
+        truth = torch.stack([planes_log_magnitude(part["vocals"]), planes_log_magnitude(part["accompaniment"])], 1)
+        energy = {k: part[k].double().pow(2).sum(dim=(1, 2, 3)) for k in ("vocals", "accompaniment")}
+        out.append((part, mix_log, truth, energy))
+    per_row = 4 * (3 * planes["mixture"][0].numel() + 3 * planes["mixture"][0, 0].numel())
+    if rows * per_row <= CACHE_BYTES:
+        valid.cache[key] = out
+    return out
+
+
 @torch.no_grad()
 def validate(separator, valid: ValidationSet, batch_size: int, device="cpu") -> dict[str, float]:
     """val_loss (L_s), val_sdr (= vocals), val_sdr_vocals and val_sdr_accompaniment over the split."""
@@ -51,20 +75,17 @@ def validate(separator, valid: ValidationSet, batch_size: int, device="cpu") -> 
     planes = valid.planes
     rows = planes["mixture"].shape[0]
     sq_err, vocals_sdr, acc_sdr, vocals_e, acc_e = 0.0, [], [], [], []
-    for i in range(0, rows, batch_size):
-        part = {k: v[i:i + batch_size].to(device).float() for k, v in planes.items()}
-        mix_log = planes_log_magnitude(part["mixture"])
+    for part, mix_log, truth, energy in _batches(valid, batch_size, device):
         est = separator(mix_log).float()  # (b, 2, F, T) log-magnitudes
-        truth = torch.stack([planes_log_magnitude(part["vocals"]), planes_log_magnitude(part["accompaniment"])], 1)
         sq_err += float(((est - truth) ** 2).sum())
         mag = torch.expm1(est).clamp_min(0)
         mask = (mag[:, 0] / (mag[:, 0] + mag[:, 1] + 1e-8)).unsqueeze(1)  # (b, 1, F, T) on both planes
         vocals = part["mixture"] * mask
-        for ref, est_planes, sdrs, energies in ((part["vocals"], vocals, vocals_sdr, vocals_e),
-                                                (part["accompaniment"], part["mixture"] - vocals, acc_sdr, acc_e)):
-            s, e = _sdr(ref, est_planes)
+        for name, est_planes, sdrs, energies in (("vocals", vocals, vocals_sdr, vocals_e),
+                                                 ("accompaniment", part["mixture"] - vocals, acc_sdr, acc_e)):
+            s = _sdr(part[name], est_planes, energy[name])
             sdrs.append(s.cpu())
-            energies.append(e.cpu())
+            energies.append(energy[name].cpu())
     if was_training:
         separator.train()
     per_value = 2 * planes["mixture"][0, 0].numel()

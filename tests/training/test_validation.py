@@ -58,3 +58,21 @@ def test_a_better_mask_scores_higher():
                           torch.zeros(6, dtype=torch.long), ["a"])
     good, bad = validate(FixedMask(0.8), valid, 4), validate(FixedMask(0.2), valid, 4)
     assert good["val_sdr"] > bad["val_sdr"] + 3
+
+
+def test_the_inputs_kept_between_validations_give_the_uncached_figures(monkeypatch):
+    """The second validation reads its inputs from the cache; a split over the cache's size limit is
+    recomputed every time; all three give the same figures."""
+    import training.validation as validation
+
+    rng = np.random.default_rng(2)
+    vocals, acc = _planes(rng, 7), _planes(rng, 7, 0.7)
+    valid = ValidationSet({"mixture": vocals + acc, "vocals": vocals, "accompaniment": acc},
+                          torch.tensor([0, 0, 0, 1, 1, 1, 1]), ["a", "b"])
+    first = validate(FixedMask(0.6), valid, 3)
+    assert list(valid.cache) == [("cpu", 3)] and len(valid.cache[("cpu", 3)]) == 3  # batches of 3, 3, 1
+    assert validate(FixedMask(0.6), valid, 3) == first
+    monkeypatch.setattr(validation, "CACHE_BYTES", 0)
+    fresh = ValidationSet(valid.planes, valid.track, valid.tracks)
+    assert validate(FixedMask(0.6), fresh, 3) == first and fresh.cache == {}
+    assert validate(FixedMask(0.4), valid, 3) != first  # the cache holds inputs, not results
