@@ -16,3 +16,17 @@ def test_gpu_bench_runs_on_cpu_and_prints_its_table():
     assert len(steps) == 6 and not any("failed" in r for r in steps), "\n".join(rows)
     assert any(r.startswith("| separate |") and "x real time" in r for r in rows)
     assert any(r.startswith("| numerics |") for r in rows)
+
+
+def test_convolution_bench_prints_every_layer_and_the_fixed_cost(monkeypatch, capsys):
+    """bench/convs.py with one timed call per figure: every layer's row holds four timings."""
+    import bench.convs as convs
+
+    fast = convs.best_ms
+    monkeypatch.setattr(convs, "best_ms", lambda fn, repeats=1, calls=1: fast(fn, repeats=1, calls=1))
+    convs.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| U-Net") or line.startswith("| critic")]
+    assert len(rows) == len(convs.LAYERS)
+    assert all(row.count("(") == 4 for row in rows), rows
+    assert "2026-11-27 step" in out and "today's" in out
