@@ -161,8 +161,8 @@ def _even_halving(x: torch.Tensor, module: nn.Module) -> bool:
     """CPU tensors (elsewhere the native layers run unchanged), square kernels, stride 2, and an
     output exactly half (or twice) the input: what the phase form covers."""
     k, s, p = module.kernel_size, module.stride, module.padding
-    return (x.device.type == "cpu" and isinstance(p, tuple) and s == (2, 2) and k[0] == k[1] and p[0] == p[1] and module.dilation == (1, 1) and module.groups == 1
-            and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0)
+    return (x.device.type == "cpu" and isinstance(p, tuple) and s == (2, 2) and k[0] == k[1] and p[0] == p[1]
+            and module.dilation == (1, 1) and module.groups == 1 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0)
 
 
 class Conv2dS2(nn.Conv2d):
