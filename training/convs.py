@@ -98,13 +98,10 @@ def transposed_s2(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.
     return view.reshape(b, c4 // 4, 2 * h, 2 * wd)
 
 
-def _use_phase(x: torch.Tensor, out_channels: int) -> bool:
-    return x.device.type == "cpu" and out_channels <= PHASE_MAX_CHANNELS
-
-
 def _transpose(g: torch.Tensor, weight: torch.Tensor, padding: int, output_padding: int) -> torch.Tensor:
-    """The stride-2 transposed convolution of g with ``weight`` (C_in_T, C_out_T, K, K), output 2x g."""
-    if _use_phase(g, weight.shape[1]):
+    """The stride-2 transposed convolution of g with ``weight`` (C_in_T, C_out_T, K, K), output 2x g.
+    Only reached on CPU (the layers below hand other devices to torch's own layers)."""
+    if weight.shape[1] <= PHASE_MAX_CHANNELS:
         return transposed_s2(g, weight, padding)
     return F.conv_transpose2d(g, weight, stride=2, padding=padding, output_padding=output_padding)
 
