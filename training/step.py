@@ -12,10 +12,10 @@ explicit input gradient instead of autograd's double backward (training/critic.p
 excerpts go through a critic as one batch, paired and unpaired mixtures through the separator as
 one batch, transposed convolutions that write few channels run as phase-split forward
 convolutions on CPU (training/convs.py), L_u computes no gradient for the critics' weights (it
-must not move them), both Adams update all their parameters in one ``foreach`` kernel per
-operation, and losses stay tensors (no host sync per loss; ``as_floats`` when logging). What is
-left is convolution arithmetic and the per-call cost of ~350 small convolutions per
-semi-supervised step; the numbers are in bench/README.md.
+must not move them), both Adams are torch's fused kernels (one pass per parameter), and losses
+stay tensors (no host sync per loss; ``as_floats`` when logging). What is left is convolution
+arithmetic and the per-call cost of ~350 small convolutions per semi-supervised step; the numbers
+are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def build_separator(cfg: Config) -> UNet:
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
     # betas (0.5, 0.9) as in WGAN-GP training; the separator uses the same for symmetry
-    # foreach: one kernel per operation over all parameters (on CPU torch defaults to a loop over them)
-    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9), foreach=True)
+    # fused: the whole update in one kernel per parameter (torch's default on CPU loops over
+    # parameters op by op; foreach was 2-4.5% slower per step on 2 cores, bench/README.md)
+    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9), fused=True)
 
 
 def build_models(cfg: Config, device: torch.device | str = "cpu") -> Models:
