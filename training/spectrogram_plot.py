@@ -34,16 +34,16 @@ def validation_figure(separator, valid, step: int, index: int | None = None):
     grid = fig.add_gridspec(3, 2)
     # five panels (no empty sixth axes), ticks only on the outer edges, titles at a fixed height:
     # matplotlib's tick and title layout is most of the figure's cost (paid at the end of training)
-    for r, (name, truth, estimate) in enumerate(panels):
+    for panel_row, (name, truth, estimate) in enumerate(panels):
         labels = ("input", None) if name == "mixture" else ("truth", "estimate")
         for col, (label, img) in enumerate(zip(labels, (truth, estimate))):
             if img is None:
                 continue
-            ax = fig.add_subplot(grid[r, col])
+            ax = fig.add_subplot(grid[panel_row, col])
             ax.imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=vmax, cmap="magma", interpolation="nearest")
             ax.set_title(f"{name} ({label})", fontsize=9, y=1.0, pad=3)
             ax.locator_params(nbins=4)
-            if r == len(panels) - 1:
+            if panel_row == len(panels) - 1:
                 ax.set_xlabel("frame")
             else:
                 ax.set_xticks([])

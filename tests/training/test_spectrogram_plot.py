@@ -19,7 +19,7 @@ def test_figure_panels_show_the_loudest_vocals_row_and_the_estimates():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["mixture (input)", "vocals (truth)", "vocals (estimate)",
                       "accompaniment (truth)", "accompaniment (estimate)"]
-    assert "excerpt 2, step 7" in fig._suptitle.get_text()
+    assert "excerpt 2, step 7" in fig.get_suptitle()
     images = [ax.get_images()[0].get_array() for ax in fig.axes]
     mix = planes_log_magnitude(valid.planes["mixture"][2:3])[0]
     np.testing.assert_allclose(images[0], mix.numpy(), rtol=1e-6)
