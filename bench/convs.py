@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.step_timing import DEMO, build, random_batches, variant  # noqa: E402
-from training.convs import transposed_s2  # noqa: E402
+from semisep.training.convs import transposed_s2  # noqa: E402
 
 # (name, batch, in channels, out channels, kernel, padding, input height, input width)
 LAYERS = [("U-Net down 1", 32, 1, 8, 5, 2, 256, 32), ("U-Net down 2", 32, 8, 16, 5, 2, 128, 16),

@@ -1,6 +1,6 @@
 """What the Ray dashboard costs a local run: start-up seconds and memory, against Ray without it.
 
-Each row starts a local Ray the way every semisep command does (``pipeline.ray_session.ensure_ray``)
+Each row starts a local Ray the way every semisep command does (``semisep.pipeline.ray_session.ensure_ray``)
 in a fresh process, ``--repeats`` times, alternating with and without the dashboard:
 
 - baseline: ``ray.dashboard: false`` (``include_dashboard=False``, as semisep ran before);
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 import psutil
-from pipeline.config import Config
-from pipeline.ray_session import ensure_ray
+from semisep.pipeline.config import Config
+from semisep.pipeline.ray_session import ensure_ray
 cfg = Config()
 cfg.ray.num_cpus = 2
 cfg.ray.dashboard = sys.argv[1] == "1"

@@ -59,8 +59,8 @@ def step_rows(base: dict, device: str, seconds: float) -> list[dict]:
 
 def separate_row(base: dict, device: str, seconds: float) -> dict:
     """Seconds to separate a generated stereo 44.1 kHz song of ``seconds``, model in eval mode."""
-    from evaluation.separate import separate
-    from training.step import build_separator
+    from semisep.evaluation.separate import separate
+    from semisep.training.step import build_separator
 
     cfg = variant(base, True)
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def numerics_row(base: dict, device: str) -> dict:
     """One semi-supervised step on ``device`` and on the CPU from the same weights, batches and
     gradient-penalty draws: largest relative loss difference, largest parameter-update difference."""
     from bench.step_timing import random_batches
-    from training.step import as_floats, build_models, critic_update, separator_update
+    from semisep.training.step import as_floats, build_models, critic_update, separator_update
 
     if not device.startswith("cuda"):
         return {"note": "n/a (no CUDA device)"}

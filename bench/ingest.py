@@ -32,9 +32,9 @@ def floor(files: list[Path], transform) -> float:
     import numpy as np
     import torch
 
-    from pipeline.audio import load_audio
-    from pipeline.spectrogram import resample, to_mono
-    from pipeline.spectrogram import features
+    from semisep.pipeline.audio import load_audio
+    from semisep.pipeline.spectrogram import resample, to_mono
+    from semisep.pipeline.spectrogram import features
 
     torch.set_num_threads(1)
     seconds = 0.0
@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="work/bench/ingest", help="corpus (kept between runs) and stores")
     args = parser.parse_args()
 
-    from pipeline.config import load_config
-    from pipeline.demo_corpus import generate_demo_corpus
+    from semisep.pipeline.config import load_config
+    from semisep.pipeline.demo_corpus import generate_demo_corpus
 
     work = Path(args.workdir)
     corpus = work / f"corpus-{args.songs}x{args.seconds:g}s"
@@ -73,8 +73,8 @@ def main() -> None:
 
     import ray
 
-    from pipeline.ingest import ingest
-    from pipeline.ray_session import ensure_ray
+    from semisep.pipeline.ingest import ingest
+    from semisep.pipeline.ray_session import ensure_ray
 
     shutil.rmtree(cfg.data.shards_dir, ignore_errors=True)
     t0 = time.perf_counter()

@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.config import Config
-from training.losses import adversarial_loss, additivity_loss, supervised_loss
+from semisep.pipeline.config import Config
+from semisep.training.losses import adversarial_loss, additivity_loss, supervised_loss
 SOURCES = ("vocals", "accompaniment")
 
 Batch = dict[str, torch.Tensor]

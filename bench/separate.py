@@ -28,7 +28,7 @@ import torch  # noqa: E402
 def song(path: Path, seconds: float) -> Path:
     """A generated demo song (kept between runs), 44.1 kHz stereo 16-bit."""
     if not path.exists():
-        from pipeline.demo_corpus import render_song, write_pcm16
+        from semisep.pipeline.demo_corpus import render_song, write_pcm16
 
         write_pcm16(path, render_song(11, "acoustic", seconds)["mixture"])
     return path
@@ -40,11 +40,11 @@ def main() -> None:
     parser.add_argument("--workdir", default="work/bench/separate")
     args = parser.parse_args()
 
-    from evaluation import separate as sep
-    from pipeline.audio import load_audio, save_audio
-    from pipeline.config import load_config
-    from training.checkpoint import save_model
-    from training.step import build_separator
+    from semisep.evaluation import separate as sep
+    from semisep.pipeline.audio import load_audio, save_audio
+    from semisep.pipeline.config import load_config
+    from semisep.training.checkpoint import save_model
+    from semisep.training.step import build_separator
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

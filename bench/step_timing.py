@@ -1,6 +1,6 @@
 """Timing the bare training step (torch + numpy only): shared by bench/train.py and bench/gpu.py.
 
-Batches come from ``training.batches.Batches`` over random STFT planes already in memory (no Ray,
+Batches come from ``semisep.training.batches.Batches`` over random STFT planes already in memory (no Ray,
 no Parquet), so what is timed is the step: the current one (training/step.py) or the baseline
 kept in bench/reference_step.py, optionally replayed as one CUDA graph.
 """
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 # The paper's setting (configs/paper.yaml), as plain values so no YAML reader is needed.
 PAPER = {"transform": {"sample_rate": 8192, "n_fft": 512, "hop_length": 256, "freq_bins": 256},
@@ -35,7 +35,7 @@ def variant(base: dict, semi: bool, extra: dict | None = None) -> Config:
 
 def random_batches(cfg: Config, device: str, seed: int = 0):
     """A Batches over random planes: 256 rows (or 4 batches) per stream, kept on the host."""
-    from training.batches import Batches
+    from semisep.training.batches import Batches
 
     g = torch.Generator().manual_seed(seed)
     rows = max(256, 4 * cfg.train.batch_size)
@@ -53,7 +53,7 @@ def build(cfg: Config, device: str, implementation: str):
         import bench.reference_step as reference
 
         return reference.build_models(cfg, device), reference.train_step
-    from training.step import build_models, train_step
+    from semisep.training.step import build_models, train_step
 
     return build_models(cfg, device), train_step
 

@@ -1,7 +1,7 @@
 """Training speed: today's step against the 2026-11-27 step and against the full Ray Train job, in one run.
 
 (a0) baseline: the step as it was on 2026-11-27 (bench/reference_step.py), on in-memory batches;
-(a) plain: ``training.step.train_step`` on the same in-memory batches, no Ray, no data loading
+(a) plain: ``semisep.training.step.train_step`` on the same in-memory batches, no Ray, no data loading
     (torch + numpy only, so it also runs on a machine without Ray: ``--plain-only``); (a0) and
     (a) are timed in alternating slices (5 rounds of 2 x --seconds / 5 each), and (a)/(a0) is the
     median of the per-round ratios: a shared VM's speed drifts by 20% within a minute;
@@ -33,14 +33,14 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # the console keeps th
 import torch  # noqa: E402
 
 from bench.step_timing import DEMO, PAPER, interleaved, time_step, variant  # noqa: E402
-from pipeline.config import Config  # noqa: E402
+from semisep.pipeline.config import Config  # noqa: E402
 
 
 def ray_rates(cfg: Config, name: str) -> dict[str, float]:
     """Steady-state and end-to-end steps/s, start-up seconds and the validation share of a Ray job."""
     from mlflow import MlflowClient
 
-    from training.train import train
+    from semisep.training.train import train
 
     start = time.perf_counter()
     result = train(cfg, name)
@@ -55,9 +55,9 @@ def ray_rates(cfg: Config, name: str) -> dict[str, float]:
 
 def prepare_demo_store(workdir: Path, cpus: int, excerpt_frames: int) -> list[str]:
     """Demo corpus + shards for the Ray job (kept between runs); returns the config overrides."""
-    from pipeline.config import load_config
-    from pipeline.demo_corpus import generate_demo_corpus
-    from pipeline.ingest import ingest
+    from semisep.pipeline.config import load_config
+    from semisep.pipeline.demo_corpus import generate_demo_corpus
+    from semisep.pipeline.ingest import ingest
 
     corpus = workdir / "corpus"
     generate_demo_corpus(corpus, seed=0, track_seconds=20, paired_train=6, unpaired_per_role=6, valid=2, test=0,
@@ -98,7 +98,7 @@ def main() -> None:
         row = {"kind": kind, "baseline": timed["reference"], "plain": timed["current"], "speedup": timed["ratio"],
                "memory": memory, "batch": cfg.train.batch_size}
         if not args.plain_only:
-            from pipeline.config import load_config
+            from semisep.pipeline.config import load_config
 
             overrides = overrides or prepare_demo_store(Path(args.workdir), args.cpus, cfg.data.excerpt_frames)
             ray_cfg = load_config("configs/demo.yaml", overrides)

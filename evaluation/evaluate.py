@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Config
-from pipeline.corpora import TrackSpec, load_source, scan_corpus
-from pipeline.errors import AudioError, SemisepError
-from evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
-from evaluation.repet import repet_sim
-from evaluation.separate import full_rate_stft_config, separate
-from pipeline.spectrogram import resample, to_mono
-from training.checkpoint import load_model
+from semisep.pipeline.config import Config
+from semisep.pipeline.corpora import TrackSpec, load_source, scan_corpus
+from semisep.pipeline.errors import AudioError, SemisepError
+from semisep.evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
+from semisep.evaluation.repet import repet_sim
+from semisep.evaluation.separate import full_rate_stft_config, separate
+from semisep.pipeline.spectrogram import resample, to_mono
+from semisep.training.checkpoint import load_model
 
 REFERENCES = ("oracle_irm", "mixture", "repet_sim")
 
@@ -68,7 +68,7 @@ def oracle_irm(track: dict[str, np.ndarray], sr: int, transform) -> dict[str, np
     """Ideal ratio mask |V| / (|V| + |A|) at the model's STFT settings (scaled to ``sr``)."""
     import torch
 
-    from pipeline.spectrogram import istft, stft
+    from semisep.pipeline.spectrogram import istft, stft
 
     full = full_rate_stft_config(transform, sr)
     specs = {k: stft(torch.from_numpy(np.ascontiguousarray(v)), full) for k, v in track.items()}
@@ -121,7 +121,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
     summary.to_csv(out / "summary.csv", index=False)
     (out / "results.md").write_text(f"Protocol: {cfg.eval.protocol}, split: {cfg.eval.split}, "
                                     f"{frames_df.track.nunique()} tracks\n\n{table}\n")
-    from evaluation.report import boxplots
+    from semisep.evaluation.report import boxplots
 
     boxplots(frames_df, out, methods)
     if run_ids:
@@ -130,7 +130,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
 
 
 def _log_to_mlflow(cfg: Config, summary: pd.DataFrame, out: Path, run_ids: dict[str, str]) -> None:
-    from training.tracking import client
+    from semisep.training.tracking import client
 
     c = client(cfg.tracking_uri)
     for method, run_id in run_ids.items():

@@ -18,8 +18,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from pipeline.config import Config
-from pipeline.errors import SemisepError
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
 
 CHAMPION, PREVIOUS = "champion", "previous"
 TAG = "semisep.promotion."
@@ -46,7 +46,7 @@ class Decision:
 
 def registry_lock(cfg: Config):
     """Exclusive and blocking: a second promotion waits for the first (released if the holder dies)."""
-    from pipeline.manifest import file_lock
+    from semisep.pipeline.manifest import file_lock
 
     return file_lock(cfg.promote.lock or os.path.join(cfg.data.workdir, "registry.lock"), wait=True)
 
@@ -63,7 +63,7 @@ def _alias(cfg: Config, client, name: str, alias: str) -> str | None:
     would let the floor alone decide and replace the champion."""
     from mlflow.exceptions import MlflowException
 
-    from evaluation.registry import is_absent, registry_error
+    from semisep.evaluation.registry import is_absent, registry_error
 
     try:
         return client.get_model_version_by_alias(name, alias).version
@@ -77,7 +77,7 @@ def resolve_candidate(cfg: Config, candidate: str) -> str:
     """A version number, or a training run id (its version, registering the run's model if needed)."""
     from mlflow.exceptions import MlflowException
 
-    from evaluation.registry import is_absent, register, registry_error
+    from semisep.evaluation.registry import is_absent, register, registry_error
 
     client, name = _client(cfg), cfg.mlflow.registered_model
     if candidate.isdigit():
@@ -126,7 +126,7 @@ def gate_config(cfg: Config) -> Config:
 
 
 def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision:
-    from evaluation.evaluate import test_tracks
+    from semisep.evaluation.evaluate import test_tracks
 
     client, name = _client(cfg), cfg.mlflow.registered_model
     version = resolve_candidate(cfg, candidate)
@@ -145,9 +145,9 @@ def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision
 def _measure_and_decide(cfg: Config, client, name: str, version: str, champion: str | None, tracks: list[str],
                         out: str) -> Decision:
     """Evaluate candidate and champion on the gate's tracks, tag the decision, move the aliases."""
-    from evaluation.evaluate import evaluate
-    from pipeline.manifest import read_manifest
-    from evaluation.registry import local_model_dir
+    from semisep.evaluation.evaluate import evaluate
+    from semisep.pipeline.manifest import read_manifest
+    from semisep.evaluation.registry import local_model_dir
 
     models = {"candidate": local_model_dir(f"models:/{name}/{version}", cfg.tracking_uri)}
     if champion:

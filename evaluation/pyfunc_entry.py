@@ -3,7 +3,7 @@
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-from evaluation.registry import SeparatorPyfunc
+from semisep.evaluation.registry import SeparatorPyfunc
 
 
 class Separator(SeparatorPyfunc, PythonModel):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import SemisepError
-from training.checkpoint import MODEL_META
+from semisep.pipeline.errors import SemisepError
+from semisep.training.checkpoint import MODEL_META
 
 ARTIFACT = "separator"  # the logged model's name inside its run
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
@@ -29,12 +29,12 @@ class SeparatorPyfunc:
     """The pyfunc's behaviour (wrapped in an ``mlflow.pyfunc.PythonModel`` by ``pyfunc_entry``)."""
 
     def load_context(self, context) -> None:
-        from training.checkpoint import load_model
+        from semisep.training.checkpoint import load_model
 
         self.model, self.transform, self.meta = load_model(context.artifacts["model"])
 
     def predict(self, context, model_input, params=None) -> dict[str, np.ndarray]:
-        from evaluation.separate import separate
+        from semisep.evaluation.separate import separate
 
         params = params or {}
         audio = np.asarray(model_input, np.float32)

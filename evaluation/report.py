@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.bss_eval import METRICS, TARGETS, track_frame_medians
+from semisep.evaluation.bss_eval import METRICS, TARGETS, track_frame_medians
 
 
 def boxplots(frames: pd.DataFrame, out_dir: str | Path, methods: list[str]) -> list[Path]:

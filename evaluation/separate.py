@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import TransformConfig
-from pipeline.errors import SemisepError
-from pipeline.spectrogram import features, istft, resample, stft
+from semisep.pipeline.config import TransformConfig
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.spectrogram import features, istft, resample, stft
 
 
 def window_weights(frames: int) -> torch.Tensor:
@@ -270,7 +270,7 @@ def collect_inputs(items: list[str]) -> list[tuple[Path, str]]:
     themselves are named by their stem; clashes (two ``song.wav``) get their parent folders' names
     prefixed until they differ. A folder without audio is an error.
     """
-    from pipeline.audio import AUDIO_EXTENSIONS
+    from semisep.pipeline.audio import AUDIO_EXTENSIONS
 
     found: list[tuple[Path, Path]] = []  # (file, name relative to where it was found)
     for item in items:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline.errors import AudioError
+from semisep.pipeline.errors import AudioError
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 FFMPEG_EXTENSIONS = {".mp3", ".m4a", ".mp4", ".aac"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import SemisepError
+from semisep.pipeline.errors import SemisepError
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class DataConfig:
     @property
     def shards_dir(self) -> str:
         """``store`` or ``<workdir>/shards``: an absolute path or a URI."""
-        from pipeline.storage import normalize
+        from semisep.pipeline.storage import normalize
 
         return normalize(self.store or os.path.join(self.workdir, "shards"))
 
@@ -118,7 +118,7 @@ class DataConfig:
     @property
     def results_dir(self) -> str:
         """``storage_path`` or ``<workdir>/ray_results``: an absolute path or a URI."""
-        from pipeline.storage import normalize
+        from semisep.pipeline.storage import normalize
 
         return normalize(self.storage_path or os.path.join(self.workdir, "ray_results"))
 
@@ -368,7 +368,7 @@ class Config:
     def shipped(self) -> "Config":
         """A copy for Ray workers, whose working directory is not the driver's: the workdir and
         stores made absolute (or left URIs), corpus paths absolute, the tracking URI resolved."""
-        from pipeline.storage import has_scheme
+        from semisep.pipeline.storage import has_scheme
 
         out = Config.from_dict(self.to_dict())
         out.data.workdir = os.path.abspath(self.data.workdir)

@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import storage
-from pipeline.audio import AUDIO_EXTENSIONS, load_audio
-from pipeline.config import CORPUS_FORMATS as FORMATS, CorpusConfig
-from pipeline.errors import AudioError, SemisepError
+from semisep.pipeline import storage
+from semisep.pipeline.audio import AUDIO_EXTENSIONS, load_audio
+from semisep.pipeline.config import CORPUS_FORMATS as FORMATS, CorpusConfig
+from semisep.pipeline.errors import AudioError, SemisepError
 
 ROLES = ("mixture", "vocals", "accompaniment")
 MUSDB_ACCOMPANIMENT_STEMS = ("drums", "bass", "other")

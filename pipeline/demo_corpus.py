@@ -352,11 +352,11 @@ SYNTH_DOMAINS = {"paired": "studio", "target": "acoustic"}
 
 
 def generate(root: str | os.PathLike, demo, progress: bool = True) -> dict[str, int]:
-    """Write the corpus the ``demo`` config section describes (pipeline.config.DemoConfig):
+    """Write the corpus the ``demo`` config section describes (semisep.pipeline.config.DemoConfig):
     ``generator: synth`` (this module) or ``sampled`` (pipeline/sampled_corpus.py, FluidSynth)."""
     render, workers = None, 1
     if demo.generator == "sampled":
-        from pipeline.sampled_corpus import renderer
+        from semisep.pipeline.sampled_corpus import renderer
 
         render = renderer(demo.track_seconds, (demo.paired_style, demo.paired_soundfont),
                           (demo.target_style, demo.target_soundfont))

@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.audio import audio_info
-from pipeline.config import Config, TransformConfig
-from pipeline.corpora import TrackSpec, load_source, scan_corpus
-from pipeline.errors import AudioError, SemisepError, StoreError
-from pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_lock, write_manifest
-from pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
-from pipeline.spectrogram import num_frames, resample, stft, to_mono
+from semisep.pipeline import storage
+from semisep.pipeline.audio import audio_info
+from semisep.pipeline.config import Config, TransformConfig
+from semisep.pipeline.corpora import TrackSpec, load_source, scan_corpus
+from semisep.pipeline.errors import AudioError, SemisepError, StoreError
+from semisep.pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_lock, write_manifest
+from semisep.pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
+from semisep.pipeline.spectrogram import num_frames, resample, stft, to_mono
 
 TRACK_KEY = ["corpus", "split", "role", "track_id"]
 
@@ -352,7 +352,7 @@ def _run_ray(cfg: Config, todo: list[dict], recipe: Recipe, shards_dir: str, pro
     import ray
     from tqdm import tqdm
 
-    from pipeline.ray_session import ensure_ray
+    from semisep.pipeline.ray_session import ensure_ray
 
     ensure_ray(cfg)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -40,9 +40,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.config import TransformConfig
-from pipeline.errors import SemisepError
+from semisep.pipeline import storage
+from semisep.pipeline.config import TransformConfig
+from semisep.pipeline.errors import SemisepError
 
 MANIFEST = "manifest.parquet"
 LOCK = ".ingest.lock"

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 RAY_DATA_LOGGING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_data_logging.yaml")
 

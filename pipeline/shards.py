@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import storage
-from pipeline.config import TransformConfig
-from pipeline.errors import SemisepError
+from semisep.pipeline import storage
+from semisep.pipeline.config import TransformConfig
+from semisep.pipeline.errors import SemisepError
 
 SCHEMA_VERSION = 2  # 1: log-magnitudes; 2: complex STFT planes
 SOURCE_COLUMNS = ("mixture", "vocals", "accompaniment")

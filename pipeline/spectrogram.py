@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.config import TransformConfig
+from semisep.pipeline.config import TransformConfig
 
 
 def stft(audio: torch.Tensor, cfg: TransformConfig) -> torch.Tensor:

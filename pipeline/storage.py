@@ -20,7 +20,7 @@ from typing import Callable
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import SemisepError, StoreError
+from semisep.pipeline.errors import SemisepError, StoreError
 
 
 def has_scheme(location: str) -> bool:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.errors import AudioError, SemisepError
+from semisep.pipeline.errors import AudioError, SemisepError
 
 EXIT_ERROR = 1
 EXIT_INGEST_FAILURES = 3
@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args):
-    from pipeline.config import load_config
-    from training.tracking import mlflow_environment
+    from semisep.pipeline.config import load_config
+    from semisep.training.tracking import mlflow_environment
 
     path = args.config or getattr(args, "config_default", None)
     cfg = load_config(path, args.overrides)
@@ -196,7 +196,7 @@ def _config(args):
 
 
 def cmd_generate(args) -> int:
-    from pipeline.demo_corpus import generate
+    from semisep.pipeline.demo_corpus import generate
 
     d = _config(args).demo
     info = generate(args.dest, d)
@@ -205,7 +205,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from pipeline.ingest import format_report, ingest
+    from semisep.pipeline.ingest import format_report, ingest
 
     cfg = _config(args)
     report = ingest(cfg)
@@ -218,15 +218,15 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from evaluation.registry import log_model
-    from training.train import train
+    from semisep.evaluation.registry import log_model
+    from semisep.training.train import train
 
     cfg = _config(args)
     name = args.name or ("semi-supervised" if cfg.train.semi_supervised else "supervised")
     result = train(cfg, name, resume=args.resume, log_model=log_model)
     print(f"{name}: {result.summary()}; model in {result.model_dir}; MLflow run {result.run_id}")
     if args.register:
-        from evaluation.registry import register
+        from semisep.evaluation.registry import register
 
         version = register(cfg.tracking_uri, cfg.mlflow.registered_model, result.run_id)
         print(f"registered as {cfg.mlflow.registered_model} version {version}; "
@@ -252,7 +252,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from evaluation.promote import promote, rollback
+    from semisep.evaluation.promote import promote, rollback
 
     cfg = _config(args)
     name = cfg.mlflow.registered_model
@@ -284,7 +284,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from evaluation.evaluate import evaluate
+    from semisep.evaluation.evaluate import evaluate
 
     cfg = _config(args)
     models = {}
@@ -302,10 +302,10 @@ def cmd_separate(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from evaluation.separate import EstimateWriter, collect_inputs, separate
-    from pipeline.audio import load_audio, truncation
-    from training.checkpoint import load_model
-    from evaluation.registry import default_model, local_model_dir
+    from semisep.evaluation.separate import EstimateWriter, collect_inputs, separate
+    from semisep.pipeline.audio import load_audio, truncation
+    from semisep.training.checkpoint import load_model
+    from semisep.evaluation.registry import default_model, local_model_dir
 
     cfg = _config(args)
     out = Path(args.out)

@@ -12,14 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 
 @dataclass
 class DemoResult:
     table: str
     version: str
-    decision: object  # evaluation.promote.Decision
+    decision: object  # semisep.evaluation.promote.Decision
 
 
 def baseline_of(cfg: Config) -> Config:
@@ -30,13 +30,13 @@ def baseline_of(cfg: Config) -> Config:
 
 
 def run_demo(cfg: Config, say=print) -> DemoResult:
-    from evaluation.evaluate import evaluate
-    from evaluation.promote import promote
-    from evaluation.registry import log_model, register
-    from pipeline.demo_corpus import generate
-    from pipeline.ingest import format_report, ingest
-    from training.tracking import run_kind
-    from training.train import train
+    from semisep.evaluation.evaluate import evaluate
+    from semisep.evaluation.promote import promote
+    from semisep.evaluation.registry import log_model, register
+    from semisep.pipeline.demo_corpus import generate
+    from semisep.pipeline.ingest import format_report, ingest
+    from semisep.training.tracking import run_kind
+    from semisep.training.train import train
 
     corpus_root = Path(cfg.data.workdir) / "demo_corpus"
     say(f"[1/6] generating the {cfg.demo.generator} demo corpus in {corpus_root}")

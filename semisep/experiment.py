@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.comparison import ARMS, BASELINE, REFERENCE_ROWS, improvement_stats, markdown, plot
-from pipeline.config import Config
-from pipeline.errors import SemisepError
+from semisep.evaluation.comparison import ARMS, BASELINE, REFERENCE_ROWS, improvement_stats, markdown, plot
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
 
 
 
@@ -120,10 +120,10 @@ def _train_all(cfg: Config, parent: str, say=print) -> dict[str, dict]:
     import ray
     from ray import tune
 
-    from evaluation.registry import log_model
-    from pipeline import storage as store
-    from training.trial import trainable
-    from training.tracking import client
+    from semisep.evaluation.registry import log_model
+    from semisep.pipeline import storage as store
+    from semisep.training.trial import trainable
+    from semisep.training.tracking import client
 
     e, t = cfg.experiment, cfg.train
     resources = {"CPU": t.cpus_per_worker} | ({"GPU": e.gpus_per_trial} if e.gpus_per_trial else {})
@@ -160,12 +160,12 @@ def _split_label(label: str) -> tuple[str, int]:
 
 
 def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentResult:
-    from evaluation.bss_eval import track_frame_medians
-    from evaluation.evaluate import evaluate
-    from pipeline.ingest import format_report, ingest
-    from pipeline.ray_session import ensure_ray
-    from evaluation.registry import local_model_dir
-    from training.tracking import client, start_run
+    from semisep.evaluation.bss_eval import track_frame_medians
+    from semisep.evaluation.evaluate import evaluate
+    from semisep.pipeline.ingest import format_report, ingest
+    from semisep.pipeline.ray_session import ensure_ray
+    from semisep.evaluation.registry import local_model_dir
+    from semisep.training.tracking import client, start_run
 
     e = cfg.experiment
     sets = test_sets(cfg)
@@ -173,7 +173,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
     out = Path(cfg.data.workdir) / "experiment" / e.name
     out.mkdir(parents=True, exist_ok=True)
     if e.generate_demo:
-        from pipeline.demo_corpus import generate
+        from semisep.pipeline.demo_corpus import generate
 
         root = Path(cfg.data.workdir) / "demo_corpus"
         say(f"[1/4] {cfg.demo.generator} corpus in {root}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 NIGHTLY_TAG = "semisep.nightly"
 
@@ -26,7 +26,7 @@ class NightlyReport:
     ingest_summary: str
     trained_run_id: str | None = None
     version: str | None = None
-    decision: object | None = None  # evaluation.promote.Decision
+    decision: object | None = None  # semisep.evaluation.promote.Decision
     failed_ingestion: bool = False
 
 
@@ -35,7 +35,7 @@ def nightly_versions(cfg: Config, dataset_version: str) -> list:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from evaluation.registry import is_absent, registry_error
+    from semisep.evaluation.registry import is_absent, registry_error
 
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
     try:
@@ -50,11 +50,11 @@ def nightly_versions(cfg: Config, dataset_version: str) -> list:
 
 
 def nightly(cfg: Config, say=print) -> NightlyReport:
-    from evaluation.promote import TAG, promote
-    from pipeline.ingest import format_report, ingest
-    from evaluation.registry import register
-    from evaluation.registry import log_model
-    from training.train import train
+    from semisep.evaluation.promote import TAG, promote
+    from semisep.pipeline.ingest import format_report, ingest
+    from semisep.evaluation.registry import register
+    from semisep.evaluation.registry import log_model
+    from semisep.training.train import train
 
     say("[1/3] ingest")
     ingested = ingest(cfg, progress=False)

@@ -24,11 +24,11 @@ from pathlib import Path
 import pandas as pd
 from ray.tune.search import Searcher
 
-from evaluation.registry import log_model
-from pipeline import storage as store
-from pipeline.config import Config
-from pipeline.errors import SemisepError
-from training.trial import SEARCHED, trainable
+from semisep.evaluation.registry import log_model
+from semisep.pipeline import storage as store
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
+from semisep.training.trial import SEARCHED, trainable
 
 STATE = "semisep_sweep.json"
 PLOT = "val_sdr_vs_alpha_beta.png"  # parent run id and settings, next to Tune's experiment state
@@ -121,9 +121,9 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from pipeline.manifest import read_manifest
-    from pipeline.ray_session import ensure_ray
-    from training.tracking import client, start_run
+    from semisep.pipeline.manifest import read_manifest
+    from semisep.pipeline.ray_session import ensure_ray
+    from semisep.training.tracking import client, start_run
 
     ensure_ray(cfg)
     s, t = cfg.tune, cfg.train
@@ -190,7 +190,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
 
 def _summary(grid, cfg: Config, parent: str) -> pd.DataFrame:
     """One row per trial: params, best validation score (SDR and loss there), steps, status, child run id."""
-    from training.tracking import client
+    from semisep.training.tracking import client
 
     mlflow = client(cfg.tracking_uri)
     runs = {r.data.tags.get("semisep.trial_id"): r for r in mlflow.search_runs(
@@ -222,8 +222,8 @@ def _summary(grid, cfg: Config, parent: str) -> pd.DataFrame:
 
 def _report(cfg: Config, parent: str, summary: pd.DataFrame, path: str) -> str | None:
     """Summary table and plot on the parent run; the best finished trial registered as a candidate."""
-    from evaluation.registry import register
-    from training.tracking import client
+    from semisep.evaluation.registry import register
+    from semisep.training.tracking import client
 
     mlflow = client(cfg.tracking_uri)
     out = Path(path)

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.demo_corpus import generate_demo_corpus
+from semisep.pipeline.config import load_config
+from semisep.pipeline.demo_corpus import generate_demo_corpus
 
 TINY = dict(track_seconds=4.0, paired_train=2, unpaired_per_role=2, valid=1, test=2, test_in_domain=0)
 
@@ -116,7 +116,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def ingested(tiny_corpus, tmp_path_factory, ray_session):
     """The tiny corpus ingested into a fresh workdir; returns (config, report)."""
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     cfg = tiny_config(tmp_path_factory.mktemp("work"), tiny_corpus)
     return cfg, ingest(cfg, progress=False)
@@ -125,8 +125,8 @@ def ingested(tiny_corpus, tmp_path_factory, ray_session):
 @pytest.fixture(scope="session")
 def trained(ingested):
     """Supervised and semi-supervised tiny models trained with real Ray Train and MLflow."""
-    from evaluation.registry import log_model
-    from training.train import train
+    from semisep.evaluation.registry import log_model
+    from semisep.training.train import train
 
     cfg, _ = ingested
     out = {}

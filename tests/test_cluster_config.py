@@ -38,7 +38,7 @@ def test_schema_validation_refuses_a_misspelt_key():
 
 
 def test_cluster_config_sends_training_to_gpu_nodes_and_ingestion_to_cpu_workers():
-    from pipeline.config import load_config
+    from semisep.pipeline.config import load_config
 
     types = yaml.safe_load((ROOT / "cluster.yaml").read_text())["available_node_types"]
     cfg = load_config(str(ROOT / "configs" / "cluster.yaml"))

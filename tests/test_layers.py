@@ -11,15 +11,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOUNDATIONS = {"pipeline.config", "pipeline.errors", "pipeline.storage", "pipeline.ray_session"}
-FLOORS = {"pipeline": 1, "training": 2, "evaluation": 3, "semisep": 4}
+FOUNDATIONS = {"semisep.pipeline.config", "semisep.pipeline.errors", "semisep.pipeline.storage",
+               "semisep.pipeline.ray_session"}
+# installed name -> (folder in the checkout, floor)
+PACKAGES = {"semisep.pipeline": ("pipeline", 1), "semisep.training": ("training", 2),
+            "semisep.evaluation": ("evaluation", 3), "semisep": ("semisep", 4)}
 NAMES = {0: "foundations", 1: "data (pipeline)", 2: "training", 3: "evaluation", 4: "entry points (semisep)"}
 
 
 def floor(module: str) -> int:
     if module in FOUNDATIONS:
         return 0
-    return FLOORS[module.split(".")[0]]
+    stage = ".".join(module.split(".")[:2])
+    return PACKAGES.get(stage, PACKAGES["semisep"])[1]
 
 
 def project_imports(path: Path) -> list[tuple[int, str]]:
@@ -32,14 +36,14 @@ def project_imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
-            if name.split(".")[0] in FLOORS:
+            if name.split(".")[0] == "semisep":
                 found.append((node.lineno, name))
     return found
 
 
 def modules():
-    for package in FLOORS:
-        for path in sorted((ROOT / package).glob("*.py")):
+    for package, (folder, _) in PACKAGES.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
             name = f"{package}.{path.stem}" if path.stem != "__init__" else package
             yield name, path
 
@@ -70,3 +74,17 @@ def test_the_demo_command_only_calls_the_demo_flow():
     calls = {n.func.id if isinstance(n.func, ast.Name) else n.func.attr for n in ast.walk(cmd) if isinstance(n, ast.Call)}
     assert "run_demo" in calls
     assert not calls & {"train", "evaluate", "ingest", "generate", "register", "promote"}
+
+
+def test_no_module_imports_the_stage_folders_by_their_checkout_names():
+    """``pipeline``, ``training`` and ``evaluation`` are other packages' names once semisep is
+    installed beside them: semisep's code imports its stages as ``semisep.<stage>`` only."""
+    found = []
+    for _, path in modules():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0] in ("pipeline", "training", "evaluation")]
+    assert not found, "\n".join(found)

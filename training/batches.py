@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.spectrogram import planes_log_magnitude
+from semisep.pipeline.spectrogram import planes_log_magnitude
 
 Batch = dict[str, torch.Tensor]
 SOURCES = ("vocals", "accompaniment")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Config, ModelConfig, TransformConfig
-from pipeline.errors import SemisepError
-from training.separator import UNet
+from semisep.pipeline.config import Config, ModelConfig, TransformConfig
+from semisep.pipeline.errors import SemisepError
+from semisep.training.separator import UNet
 
 MODEL_WEIGHTS = "separator.pt"
 MODEL_META = "model.json"

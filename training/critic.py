@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.convs import Conv2dS2, conv_transpose_s2
+from semisep.training.convs import Conv2dS2, conv_transpose_s2
 
 SLOPE = 0.2  # LeakyReLU negative slope
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.config import Config
-from pipeline.errors import SemisepError
-from pipeline.manifest import read_manifest, shards_in_use
-from pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.manifest import read_manifest, shards_in_use
+from semisep.pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
 
 STREAMS = ("paired", "mixture", "vocals", "accompaniment")
 
@@ -80,13 +80,13 @@ class ValidationSet:
     planes: dict[str, torch.Tensor]
     track: torch.Tensor  # (rows,) int64, index into ``tracks``
     tracks: list[str]
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # training.validation's inputs
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # semisep.training.validation's inputs
 
 
 def read_validation(paths: list[str], cfg: Config) -> ValidationSet:
     import pyarrow.parquet as pq
 
-    from pipeline import storage
+    from semisep.pipeline import storage
 
     planes = read_stream(paths, list(SOURCE_COLUMNS), cfg)
     names, index = [], []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.convs import Conv2dS2, ConvTranspose2dS2
+from semisep.training.convs import Conv2dS2, ConvTranspose2dS2
 
 SOURCES = ("vocals", "accompaniment")
 

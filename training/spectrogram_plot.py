@@ -9,12 +9,12 @@ import torch
 def validation_figure(separator, valid, step: int, index: int | None = None):
     """A matplotlib figure: mixture, then vocals and accompaniment, truth (left) vs estimate (right).
 
-    valid: a training.data.ValidationSet; ``index`` picks the row (default: the first track's
+    valid: a semisep.training.data.ValidationSet; ``index`` picks the row (default: the first track's
     row with the loudest vocals, so the picture shows a voice).
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, and ~0.1 s less to import
 
-    from pipeline.spectrogram import planes_log_magnitude
+    from semisep.pipeline.spectrogram import planes_log_magnitude
 
     if index is None:
         first = valid.track == valid.track[0]

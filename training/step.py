@@ -26,10 +26,10 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from pipeline.config import Config
-from training.critic import Critic
-from training.losses import adversarial_loss, additivity_loss, critic_loss, level_normalized, supervised_loss
-from training.separator import SOURCES, UNet
+from semisep.pipeline.config import Config
+from semisep.training.critic import Critic
+from semisep.training.losses import adversarial_loss, additivity_loss, critic_loss, level_normalized, supervised_loss
+from semisep.training.separator import SOURCES, UNet
 
 Batch = dict[str, torch.Tensor]
 

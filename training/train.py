@@ -16,15 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pipeline import storage as store
-from pipeline.config import Config
-from pipeline.errors import SemisepError
-from pipeline.manifest import MANIFEST, read_manifest
-from pipeline.ray_session import ensure_ray
-from training.checkpoint import META, STATE, safe_load, save_model
-from training.data import stream_paths
-from training.tracking import client, describe_run, log_dataset, run_kind, run_tags, start_run
-from training.worker import train_loop_per_worker
+from semisep.pipeline import storage as store
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.manifest import MANIFEST, read_manifest
+from semisep.pipeline.ray_session import ensure_ray
+from semisep.training.checkpoint import META, STATE, safe_load, save_model
+from semisep.training.data import stream_paths
+from semisep.training.tracking import client, describe_run, log_dataset, run_kind, run_tags, start_run
+from semisep.training.worker import train_loop_per_worker
 
 
 @dataclass
@@ -54,7 +54,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     ``tags`` are added to the MLflow run (a sweep passes ``mlflow.parentRunId``), ``callbacks`` to
     Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` (path or URI) replaces
     ``data.storage_path``, ``gpus_per_worker`` may be a fraction. ``log_model(tracking_uri, run_id,
-    model_dir) -> model URI`` packages the best model in the run (evaluation.registry.log_model).
+    model_dir) -> model URI`` packages the best model in the run (semisep.evaluation.registry.log_model).
     """
     import ray.train
     from ray.train.torch import TorchTrainer

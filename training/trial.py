@@ -16,7 +16,7 @@ optional ``label`` for the run name).
 
 from __future__ import annotations
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 SEARCHED = ("alpha", "beta", "n_critic", "lr", "critic_lr")
 
@@ -32,7 +32,7 @@ def trainable(cfg: Config, resources: dict, log_model=None):
     """``trial`` with ``cfg`` attached (paths made absolute and the tracking store resolved, since
     trials run in Ray workers with another working directory) and ``resources`` per trial.
     ``log_model(tracking_uri, run_id, model_dir) -> URI`` packages each trial's best model in its
-    run (the entry points pass evaluation.registry.log_model)."""
+    run (the entry points pass semisep.evaluation.registry.log_model)."""
     from ray import tune
 
     return tune.with_resources(tune.with_parameters(trial, cfg=cfg.shipped().to_dict(), log_model=log_model), resources)
@@ -43,12 +43,12 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     from mlflow import MlflowClient
     from ray import tune
 
-    from pipeline.manifest import read_manifest
-    from training.data import load_training_data
-    from training.early_stopping import new_best
-    from training.step import build_models
-    from training.tracking import MetricLogger, run_kind, run_tags, start_run
-    from training.worker import make_batches, reseed, run
+    from semisep.pipeline.manifest import read_manifest
+    from semisep.training.data import load_training_data
+    from semisep.training.early_stopping import new_best
+    from semisep.training.step import build_models
+    from semisep.training.tracking import MetricLogger, run_kind, run_tags, start_run
+    from semisep.training.worker import make_batches, reseed, run
 
     cfg = Config.from_dict(cfg)
     t = cfg.train
@@ -94,7 +94,7 @@ def _finish(cfg: Config, client, run_id: str, best: dict, log_model, info: dict)
     """Package the best separator of a trial in its run (``log_model``) and close the run."""
     import tempfile
 
-    from training.checkpoint import save_model
+    from semisep.training.checkpoint import save_model
 
     client.set_tag(run_id, "semisep.best_step", str(best["step"]))
     if log_model is not None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.spectrogram import planes_log_magnitude
-from training.data import ValidationSet
+from semisep.pipeline.spectrogram import planes_log_magnitude
+from semisep.training.data import ValidationSet
 
 SILENT_DB = 60.0
 

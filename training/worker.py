@@ -15,13 +15,13 @@ from typing import Callable
 
 import torch
 
-from pipeline.config import Config
-from training.batches import Batches
-from training.checkpoint import load_training_state, save_training_state
-from training.data import ValidationSet, load_training_data
-from training.early_stopping import keep_best, new_best
-from training.step import Models, as_floats, broadcast_parameters, build_models, train_step
-from training.validation import selection_score, validate
+from semisep.pipeline.config import Config
+from semisep.training.batches import Batches
+from semisep.training.checkpoint import load_training_state, save_training_state
+from semisep.training.data import ValidationSet, load_training_data
+from semisep.training.early_stopping import keep_best, new_best
+from semisep.training.step import Models, as_floats, broadcast_parameters, build_models, train_step
+from semisep.training.validation import selection_score, validate
 
 
 def _broadcast_flags(flags: tuple[bool, ...], device) -> tuple[bool, ...]:
@@ -102,8 +102,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from training.spectrogram_plot import validation_figure
-    from training.tracking import MetricLogger
+    from semisep.training.spectrogram_plot import validation_figure
+    from semisep.training.tracking import MetricLogger
 
     # Ray Train 2.60 logs every report at INFO from a logger named by its file path; semisep logs
     # its own progress to MLflow. The worker's root logger keeps warnings and errors.
@@ -167,7 +167,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def _best_separator(cfg: Config, best: dict, device):
-    from training.step import build_separator
+    from semisep.training.step import build_separator
 
     separator = build_separator(cfg).to(device)
     separator.load_state_dict(best["state"])

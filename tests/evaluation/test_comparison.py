@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from evaluation.comparison import comparisons, improvement_stats, markdown, ranking
+from semisep.evaluation.comparison import comparisons, improvement_stats, markdown, ranking
 
 
 def _scores(diffs: np.ndarray) -> pd.DataFrame:

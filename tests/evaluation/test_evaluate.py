@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from evaluation.evaluate import evaluate
+from semisep.evaluation.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 

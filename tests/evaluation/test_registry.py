@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import Config
-from pipeline.errors import SemisepError
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
 from tests.conftest import mlflow_server_process
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,9 @@ def mlflow_server(tmp_path_factory):
 
 def _fit(cfg: Config, steps: int) -> dict:
     """A supervised separator trained for ``steps`` plain-torch steps on the paired shards."""
-    from training.batches import Batches
-    from training.data import read_stream, stream_paths
-    from training.step import build_models, separator_update
+    from semisep.training.batches import Batches
+    from semisep.training.data import read_stream, stream_paths
+    from semisep.training.step import build_models, separator_update
 
     paired = read_stream(stream_paths(cfg)["paired"], ["mixture", "vocals", "accompaniment"], cfg)
     torch.manual_seed(0)
@@ -45,9 +45,9 @@ def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
     """A finished MLflow run holding ``state`` as a logged pyfunc, as `semisep train` leaves it."""
     from mlflow import MlflowClient
 
-    from training.checkpoint import save_model
-    from evaluation.registry import log_model
-    from training.tracking import start_run
+    from semisep.training.checkpoint import save_model
+    from semisep.evaluation.registry import log_model
+    from semisep.training.tracking import start_run
 
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, label, {"label": label},
                        {"semisep.dataset_version": "test-version", "semisep.git_commit": "abc", "semisep.config_hash": "h"})
@@ -59,8 +59,8 @@ def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
 @pytest.fixture(scope="module")
 def registry(ingested, mlflow_server, tmp_path_factory):
     """Config pointing at the server, and three registered versions: untrained, trained, trained-but-swapped."""
-    from evaluation.registry import register
-    from training.step import build_separator
+    from semisep.evaluation.registry import register
+    from semisep.training.step import build_separator
 
     base, _ = ingested
     tmp = tmp_path_factory.mktemp("registry")
@@ -98,7 +98,7 @@ def _tags(cfg, version):
 def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     import mlflow
 
-    from evaluation.promote import promote, rollback
+    from semisep.evaluation.promote import promote, rollback
 
     cfg, v, _ = registry
     assert _tags(cfg, v["trained"])["semisep.dataset_version"] == "test-version"
@@ -126,7 +126,7 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     assert _aliases(cfg)["champion"] == v["trained"]
 
     # the champion loads by alias through MLflow and separates audio by itself
-    from evaluation.registry import tracking
+    from semisep.evaluation.registry import tracking
 
     with tracking(cfg.tracking_uri):
         model = mlflow.pyfunc.load_model(f"models:/{cfg.mlflow.registered_model}@champion")
@@ -174,9 +174,9 @@ def test_concurrent_promotions_leave_one_consistent_champion(registry):
 
 
 def test_a_checkpoint_that_runs_code_when_unpickled_is_refused(tmp_path):
-    from training.checkpoint import MODEL_WEIGHTS, load_model, save_model
-    from pipeline.config import load_config
-    from training.step import build_separator
+    from semisep.training.checkpoint import MODEL_WEIGHTS, load_model, save_model
+    from semisep.pipeline.config import load_config
+    from semisep.training.step import build_separator
 
     cfg = load_config(None, ["model.base_channels=4"])
     model_dir = save_model(tmp_path / "model", build_separator(cfg).state_dict(), cfg, {"name": "x"})
@@ -203,8 +203,8 @@ def test_separate_without_model_uses_the_champion_then_the_newest_model_then_say
     import soundfile as sf
     from mlflow import MlflowClient
 
-    from evaluation.registry import log_model, register
-    from training.tracking import start_run
+    from semisep.evaluation.registry import log_model, register
+    from semisep.training.tracking import start_run
 
     base, results = trained
     song = tmp_path / "song.wav"
@@ -248,7 +248,7 @@ def test_a_failed_champion_read_stops_promotion_and_moves_nothing(registry, monk
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from evaluation.promote import promote
+    from semisep.evaluation.promote import promote
     from semisep.nightly import nightly_versions
 
     cfg, v, _ = registry
@@ -273,8 +273,8 @@ def test_promote_with_the_server_down_exits_non_zero_and_moves_no_alias(ingested
 
     import yaml
 
-    from evaluation.registry import register
-    from training.step import build_separator
+    from semisep.evaluation.registry import register
+    from semisep.training.step import build_separator
 
     base, _ = ingested
     root = tmp_path / "server"

@@ -6,10 +6,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.config import TransformConfig, load_config
-from evaluation.separate import separate
-from training.checkpoint import save_model
-from training.step import build_separator
+from semisep.pipeline.config import TransformConfig, load_config
+from semisep.evaluation.separate import separate
+from semisep.training.checkpoint import save_model
+from semisep.training.step import build_separator
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_cli_separate_writes_musdb_layout_and_reports_bad_files(tmp_path, model_
 
 
 def test_segments_join_without_seams_and_wiener_uses_the_stereo_image():
-    from pipeline.demo_corpus import render_song
+    from semisep.pipeline.demo_corpus import render_song
 
     cfg = load_config(None, ["model.base_channels=4"])
     torch.manual_seed(0)
@@ -80,9 +80,9 @@ def test_segments_join_without_seams_and_wiener_uses_the_stereo_image():
 def test_estimates_do_not_depend_on_how_the_song_is_chunked():
     """Windows of the training length on a grid fixed by the song: chunks only batch them.
     Tolerance: 1e-5 of the largest magnitude (float32 convolutions batched differently)."""
-    from evaluation.separate import model_estimates, window_weights
-    from pipeline.demo_corpus import render_song
-    from pipeline.spectrogram import features, resample
+    from semisep.evaluation.separate import model_estimates, window_weights
+    from semisep.pipeline.demo_corpus import render_song
+    from semisep.pipeline.spectrogram import features, resample
 
     cfg = load_config(None, ["model.base_channels=4"])
     torch.manual_seed(0)
@@ -106,7 +106,7 @@ def _encode(src, dest, *args):
 
 
 def test_every_input_format_keeps_rate_channels_and_length(tmp_path, model_dir):
-    from pipeline.audio import load_audio
+    from semisep.pipeline.audio import load_audio
 
     rng = np.random.default_rng(2)
     src = tmp_path / "src"
@@ -161,7 +161,7 @@ def test_ten_minute_stereo_song_stays_under_2_gb(tmp_path, model_dir):
 
 
 def test_output_names_are_unique_per_input_and_musdb_folders_keep_their_track_names(tmp_path):
-    from evaluation.separate import collect_inputs
+    from semisep.evaluation.separate import collect_inputs
 
     songs = ["in/test/Song A/mixture.wav", "in/test/Song B/mixture.wav", "in/extra/take.flac", "x/song.wav", "y/song.wav"]
     for rel in songs:
@@ -171,7 +171,7 @@ def test_output_names_are_unique_per_input_and_musdb_folders_keep_their_track_na
     got = collect_inputs([str(tmp_path / "in"), str(tmp_path / "x" / "song.wav"), str(tmp_path / "y" / "song.wav")])
     assert [name for _, name in got] == ["extra/take", "test/Song A", "test/Song B", "x/song", "y/song"]
     (tmp_path / "empty").mkdir()
-    from pipeline.errors import SemisepError
+    from semisep.pipeline.errors import SemisepError
 
     with pytest.raises(SemisepError, match="no audio files in this folder"):
         collect_inputs([str(tmp_path / "empty")])
@@ -211,8 +211,8 @@ def test_cli_separate_reports_every_failure_in_one_line_and_counts(tmp_path, mod
 def test_a_damaged_model_is_one_clear_line(tmp_path, model_dir):
     import shutil
 
-    from pipeline.errors import SemisepError
-    from training.checkpoint import load_model
+    from semisep.pipeline.errors import SemisepError
+    from semisep.training.checkpoint import load_model
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(model_dir, corrupt)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import save_audio, truncation
+from semisep.pipeline.audio import save_audio, truncation
 
 
 def test_a_failed_write_leaves_no_temp_file(tmp_path):

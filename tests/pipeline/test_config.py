@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import SemisepError
+from semisep.pipeline.config import load_config
+from semisep.pipeline.errors import SemisepError
 
 
 def test_overrides_reach_nested_settings():

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 import yaml
 
-from pipeline.config import CorpusConfig
-from pipeline.corpora import load_source, scan_corpus, split_of
-from pipeline.demo_corpus import SR, render_song
-from pipeline.errors import SemisepError
+from semisep.pipeline.config import CorpusConfig
+from semisep.pipeline.corpora import load_source, scan_corpus, split_of
+from semisep.pipeline.demo_corpus import SR, render_song
+from semisep.pipeline.errors import SemisepError
 
 
 @pytest.fixture(scope="module")

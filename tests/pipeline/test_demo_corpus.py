@@ -1,7 +1,7 @@
 import numpy as np
 import soundfile as sf
 
-from pipeline.demo_corpus import render_song
+from semisep.pipeline.demo_corpus import render_song
 
 
 def test_mixture_is_exact_sum_of_sources():

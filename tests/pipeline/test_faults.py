@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.errors import SemisepError, StoreError
+from semisep.pipeline.errors import SemisepError, StoreError
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def _copy(tiny_corpus, tmp_path) -> Path:
 def test_a_track_that_failed_is_retried_on_the_next_run(tiny_corpus, tmp_path, ray_session):
     """A transient read error (here: the bytes garbled, then restored with the same size and
     mtime) must not stay a failure for good because the file looks unchanged."""
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     victim = sorted((corpus / "unpaired" / "vocals").glob("*.wav"))[0]
@@ -45,7 +45,7 @@ def test_a_track_that_failed_is_retried_on_the_next_run(tiny_corpus, tmp_path, r
 
 
 def test_an_empty_or_missing_corpus_root_is_an_error_that_removes_nothing(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     cfg = tiny_config(tmp_path / "work", corpus)
@@ -67,7 +67,7 @@ def test_an_empty_or_missing_corpus_root_is_an_error_that_removes_nothing(tiny_c
 def test_manifest_rows_carry_duration_rate_and_channels_when_the_shard_already_exists(tiny_corpus, tmp_path, ray_session):
     """After a run killed before its manifest (or a `touch`), the shards are there: the rows must
     still say what the audio is, so the hours in the report do not shrink for good."""
-    from pipeline.ingest import format_report, ingest
+    from semisep.pipeline.ingest import format_report, ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     cfg = tiny_config(tmp_path / "work", corpus)
@@ -83,7 +83,7 @@ def test_manifest_rows_carry_duration_rate_and_channels_when_the_shard_already_e
 
 
 def test_failure_share_counts_tracks_not_their_sibling_files(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     (sorted((corpus / "paired" / "train").iterdir())[0] / "vocals.wav").write_text("not audio")
@@ -99,7 +99,7 @@ def test_failure_share_counts_tracks_not_their_sibling_files(tiny_corpus, tmp_pa
 
 
 def test_one_recording_in_two_splits_or_corpora_is_refused_naming_both(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     leaked = sorted((corpus / "unpaired" / "vocals").glob("*.wav"))[0]
@@ -119,7 +119,7 @@ def test_one_recording_in_two_splits_or_corpora_is_refused_naming_both(tiny_corp
 
 
 def test_a_full_disk_stops_ingestion_naming_the_store_and_the_rerun_completes(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
     from tests.pipeline.test_incremental import shard_bytes
 
     store = tmp_path / "small"

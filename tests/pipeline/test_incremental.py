@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from pipeline.errors import SemisepError
+from semisep.pipeline.errors import SemisepError
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def shard_bytes(shards_dir) -> dict[str, bytes]:
 
 
 def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus)
@@ -77,14 +77,14 @@ def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
     assert fourth.processed == 0 and fourth.pruned == 1
     assert str(deleted) not in set(fourth.manifest.path) and not os.path.exists(gone_shard)
     assert fourth.dataset_version != third.dataset_version
-    from training.data import stream_paths
+    from semisep.training.data import stream_paths
 
     assert gone_shard not in stream_paths(cfg)["accompaniment"]
 
 
 def test_second_ingestion_of_a_store_is_refused(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
-    from pipeline.manifest import store_lock
+    from semisep.pipeline.ingest import ingest
+    from semisep.pipeline.manifest import store_lock
 
     cfg = tiny_config(tmp_path / "work", tiny_corpus)
     with store_lock(os.path.abspath(cfg.data.shards_dir)):
@@ -94,7 +94,7 @@ def test_second_ingestion_of_a_store_is_refused(tiny_corpus, tmp_path, ray_sessi
 
 
 def test_run_killed_half_way_then_rerun_matches_uninterrupted(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus / "unpaired", corpus / "unpaired")
@@ -134,8 +134,8 @@ def test_run_killed_half_way_then_rerun_matches_uninterrupted(tiny_corpus, tmp_p
 def test_corpus_given_as_a_uri_is_mirrored_and_ingested_like_the_folder(ingested, tiny_corpus, tmp_path):
     """A corpus path such as s3://bucket/audio goes through pyarrow's filesystems (file:// here):
     mirrored new-or-changed-only, the same shards and dataset version as the folder itself."""
-    from pipeline import storage
-    from pipeline.ingest import ingest
+    from semisep.pipeline import storage
+    from semisep.pipeline.ingest import ingest
 
     _, plain = ingested
     cfg = tiny_config(tmp_path / "work", f"file://{tiny_corpus}")

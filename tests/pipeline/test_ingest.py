@@ -27,7 +27,7 @@ def test_ingest_writes_paired_and_unpaired_shards(ingested):
 
 
 def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray_session):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus)
@@ -80,7 +80,7 @@ def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray
 
 
 def test_second_run_reuses_every_shard(ingested):
-    from pipeline.ingest import ingest
+    from semisep.pipeline.ingest import ingest
 
     cfg, first = ingested
     before = {p: open(p, "rb").read() for p in first.manifest.shard}
@@ -107,8 +107,8 @@ def test_cli_ingest_prints_one_line_per_bad_file(tiny_corpus, tmp_path):
 
 
 def test_training_reader_refuses_shards_of_another_transform(ingested):
-    from pipeline.errors import SemisepError
-    from training.data import stream_paths
+    from semisep.pipeline.errors import SemisepError
+    from semisep.training.data import stream_paths
 
     cfg, _ = ingested
     other = type(cfg).from_dict(cfg.to_dict())

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow
 
 CHILD = r"""
 import json, os, ray
-from pipeline.config import Config
-from pipeline.ray_session import ensure_ray
+from semisep.pipeline.config import Config
+from semisep.pipeline.ray_session import ensure_ray
 cfg = Config()
 cfg.ray.num_cpus = 1
 ensure_ray(cfg)

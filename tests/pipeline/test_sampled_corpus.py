@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import SemisepError
-from pipeline.sampled_corpus import STYLES, compose, render_song, soundfont_path
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.sampled_corpus import STYLES, compose, render_song, soundfont_path
 
 FONT = "TimGM6mb"  # ships inside pretty_midi: no soundfont package needed for the tests
 

@@ -2,9 +2,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import TransformConfig
-from pipeline.errors import SemisepError
-from pipeline.shards import check_shard, excerpt_starts, read_excerpts, write_shard
+from semisep.pipeline.config import TransformConfig
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.shards import check_shard, excerpt_starts, read_excerpts, write_shard
 
 
 def _complex(rng, frames, cfg):

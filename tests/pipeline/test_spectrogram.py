@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TransformConfig
-from pipeline.errors import SemisepError
-from pipeline.spectrogram import features, istft, num_frames, stft
+from semisep.pipeline.config import TransformConfig
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.spectrogram import features, istft, num_frames, stft
 
 
 def sdr(ref, est):

@@ -108,7 +108,7 @@ def _files(root: Path, name: str) -> list[Path]:
 def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
     from mlflow import MlflowClient
 
-    from pipeline.demo_corpus import generate_demo_corpus
+    from semisep.pipeline.demo_corpus import generate_demo_corpus
 
     corpus = tmp_path / "corpus"
     generate_demo_corpus(corpus, seed=3, progress=False, **TINY)

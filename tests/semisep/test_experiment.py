@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.errors import SemisepError
+from semisep.pipeline.errors import SemisepError
 from semisep.experiment import arms
 from tests.conftest import tiny_config
 

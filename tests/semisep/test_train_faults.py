@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 from tests.conftest import mlflow_server_process
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.config import Config
+from semisep.pipeline.config import Config
 
 pytestmark = pytest.mark.slow
 

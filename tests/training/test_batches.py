@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from pipeline.config import TransformConfig, load_config
-from pipeline.spectrogram import features, planes_log_magnitude, stft
-from training.batches import Batches, Pool
+from semisep.pipeline.config import TransformConfig, load_config
+from semisep.pipeline.spectrogram import features, planes_log_magnitude, stft
+from semisep.training.batches import Batches, Pool
 
 F, T = 256, 32
 

@@ -1,6 +1,6 @@
 """Checkpoints and model files: resume finds the run of exactly the name asked for."""
 
-from training.train import _latest_checkpoint
+from semisep.training.train import _latest_checkpoint
 
 
 def test_resume_matches_the_run_name_exactly(tmp_path):

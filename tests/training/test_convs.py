@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import training.convs as convs
-from training.convs import Conv2dS2, ConvTranspose2dS2, conv_transpose_s2, transposed_s2
+import semisep.training.convs as convs
+from semisep.training.convs import Conv2dS2, ConvTranspose2dS2, conv_transpose_s2, transposed_s2
 
 
 @pytest.mark.parametrize("kernel,padding,output_padding", [(4, 1, 0), (5, 2, 1), (3, 1, 1), (2, 0, 0)])

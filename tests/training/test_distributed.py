@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from pipeline.config import Config, load_config
+from semisep.pipeline.config import Config, load_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def _equivalence_loop(config: dict) -> None:
     """k semi-supervised steps on a fixed global batch sequence, each worker taking its slice."""
     import ray.train
 
-    from training.step import broadcast_parameters, build_models, critic_update, separator_update
+    from semisep.training.step import broadcast_parameters, build_models, critic_update, separator_update
 
     cfg = Config.from_dict(config["cfg"])
     t = cfg.train
@@ -98,7 +98,7 @@ def test_two_gloo_workers_equal_one_worker_on_the_same_global_batch(ray_session,
     one = _flat(_run_equivalence(cfg, 1, str(tmp_path)))
     two = _flat(_run_equivalence(cfg, 2, str(tmp_path)))
     torch.manual_seed(0)
-    from training.step import build_models
+    from semisep.training.step import build_models
 
     init = _flat(build_models(cfg).state_dict())
     assert one.keys() == two.keys() and any(k.startswith("critic_vocals") for k in one)
@@ -117,7 +117,7 @@ def _history(client, run_id: str, key: str) -> dict[int, float]:
 def test_resume_gives_the_losses_of_a_straight_run(trained):
     from mlflow import MlflowClient
 
-    from training.train import train
+    from semisep.training.train import train
 
     base, runs = trained
     straight = runs["semi-supervised"]  # 4 straight steps, validation every 2, with these settings
@@ -145,7 +145,7 @@ def test_two_workers_repeat_their_losses_and_resume_where_they_stopped(ingested)
     run continues the same sequence (steps 3-4 equal too)."""
     from mlflow import MlflowClient
 
-    from training.train import train
+    from semisep.training.train import train
 
     base, _ = ingested
     cfg = type(base).from_dict(base.to_dict())
@@ -190,7 +190,7 @@ def _train_worker_pids() -> list[int]:
 def test_killed_worker_restarts_from_the_last_checkpoint(ingested):
     from mlflow import MlflowClient
 
-    from training.train import train
+    from semisep.training.train import train
 
     cfg, _ = ingested
     cfg = type(cfg).from_dict(cfg.to_dict())

@@ -1,7 +1,7 @@
 import torch
 
-from training.critic import Critic
-from training.losses import additivity_loss, critic_loss, gradient_penalty, level_normalized
+from semisep.training.critic import Critic
+from semisep.training.losses import additivity_loss, critic_loss, gradient_penalty, level_normalized
 
 
 def _autograd_penalty(critic, real, fake, eps):

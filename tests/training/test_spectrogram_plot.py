@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from pipeline.spectrogram import planes_log_magnitude
-from training.data import ValidationSet
-from training.spectrogram_plot import validation_figure
+from semisep.pipeline.spectrogram import planes_log_magnitude
+from semisep.training.data import ValidationSet
+from semisep.training.spectrogram_plot import validation_figure
 from tests.training.test_validation import FixedMask, _planes
 
 

@@ -1,9 +1,9 @@
 import torch
 
 import bench.reference_step as reference
-from pipeline.config import load_config
-from training.losses import supervised_loss
-from training.step import as_floats, build_models, train_step
+from semisep.pipeline.config import load_config
+from semisep.training.losses import supervised_loss
+from semisep.training.step import as_floats, build_models, train_step
 
 SMALL = ["model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3",
          "data.excerpt_frames=32", "train.batch_size=4", "train.alpha=0.001", "train.beta=0.001"]
@@ -95,8 +95,8 @@ def test_step_computes_the_reference_steps_losses_and_updates():
 
 def _song_batch(cfg):
     """Four excerpts of a generated song as the model sees them."""
-    from pipeline.demo_corpus import render_song
-    from pipeline.spectrogram import features, resample, to_mono
+    from semisep.pipeline.demo_corpus import render_song
+    from semisep.pipeline.spectrogram import features, resample, to_mono
 
     song = render_song(0, "studio", 6.0)
     out = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 from mlflow import MlflowClient
 
-from training.tracking import MetricLogger
+from semisep.training.tracking import MetricLogger
 
 
 def _run(tmp_path):

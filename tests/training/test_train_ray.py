@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from training.checkpoint import load_model
-from evaluation.registry import local_model_dir
+from semisep.training.checkpoint import load_model
+from semisep.evaluation.registry import local_model_dir
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
 def test_early_stopping_keeps_the_best_checkpoint(ingested):
     from mlflow import MlflowClient
 
-    from training.train import train
+    from semisep.training.train import train
 
     cfg, _ = ingested
     cfg = type(cfg).from_dict(cfg.to_dict())

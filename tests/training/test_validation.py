@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from training.data import ValidationSet
-from training.validation import selection_score, validate
+from semisep.training.data import ValidationSet
+from semisep.training.validation import selection_score, validate
 
 F, T = 8, 4
 
@@ -63,7 +63,7 @@ def test_a_better_mask_scores_higher():
 def test_the_inputs_kept_between_validations_give_the_uncached_figures(monkeypatch):
     """The second validation reads its inputs from the cache; a split over the cache's size limit is
     recomputed every time; all three give the same figures."""
-    import training.validation as validation
+    import semisep.training.validation as validation
 
     rng = np.random.default_rng(2)
     vocals, acc = _planes(rng, 7), _planes(rng, 7, 0.7)
