@@ -90,7 +90,7 @@ class DataConfig:
     excerpt_hop: frames between excerpt starts (less than excerpt_frames overlaps them).
     dtype: how shards store the STFT planes, ``float16`` (half the disk and memory) or ``float32``.
     max_failed_share: ``semisep ingest`` exits with status 3 when more tracks than this share fail.
-    Training workers hold their share of the excerpts in memory (training/data.py).
+    Training workers stream their share of the excerpts (train.reader, training/data.py).
     """
 
     workdir: str = "work"
@@ -151,6 +151,17 @@ class TrainConfig:
     the separator (the critics stay eager: the gradient penalty's double backward).
     worker_resources: extra Ray resources per training worker, e.g. ``{trainer: 1}`` so workers
     land only on nodes that advertise it (one per node when each node has one).
+    num_workers: a number, or ``[min, max]`` for elastic training (Ray Train's elastic scaling):
+    the run starts with as many workers as fit, up to max, goes on with fewer (at least min) when
+    a node is lost, from the last checkpoint, and grows back when capacity returns (checked every
+    ``resize_interval_s``); the data streams are re-split over the new number of workers, each row
+    still drawn once per epoch. batch_size must divide by every number of workers in the range.
+
+    Reading (training/data.py): ``reader: stream`` (default) streams each worker's share of the
+    shards through a window of ``shuffle_buffer`` rows per stream at most (read-ahead included):
+    memory stays flat however large the corpus. ``reader: memory`` reads every worker's rows
+    before the first step (small corpora; no elastic training). The validation split is held in
+    memory on the worker that validates, refused past ``valid_max_mib``.
 
     Data (training/batches.py): ``gain_db`` [low, high]: every source of every training excerpt
     gets a random gain, uniform in dB (``[0, 0]``: none); paired mixtures are the sums of their
@@ -178,7 +189,8 @@ class TrainConfig:
     checkpoint_every_s: float = 30.0
     log_every: int = 10
     seed: int = 0
-    num_workers: int = 1
+    num_workers: int | list = 1
+    resize_interval_s: float = 60.0
     use_gpu: bool = False
     cpus_per_worker: int = 1
     worker_resources: dict[str, float] = field(default_factory=dict)
@@ -189,10 +201,25 @@ class TrainConfig:
     adversarial_paired: float = 0.0
     critic_input: str = "raw"
     select_on: str = "val_sdr"
+    reader: str = "stream"
+    shuffle_buffer: int = 2048
+    valid_max_mib: float = 4096.0
 
     @property
     def semi_supervised(self) -> bool:
         return self.alpha > 0 or self.beta > 0
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, list)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        return self.num_workers[1] if self.elastic else self.num_workers
 
 
 @dataclass
@@ -412,8 +439,13 @@ class Config:
         t = self.train
         if len(t.gain_db) != 2 or t.gain_db[0] > t.gain_db[1]:
             raise SemisepError(f"train.gain_db={t.gain_db}: give [low, high] in dB, low <= high")
-        if t.batch_size % t.num_workers:
-            raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
+        sizes = range(t.min_workers, t.max_workers + 1)
+        if any(t.batch_size % n for n in sizes):
+            raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}"
+                               + (" (every number of workers in the range)" if t.elastic else ""))
+        if t.elastic and t.reader != "stream":
+            raise SemisepError(f"train.num_workers={t.num_workers} (elastic) needs train.reader=stream: the "
+                               "in-memory reader cannot re-split its rows when the number of workers changes")
         names = [c.name for c in self.data.corpora]
         if len(set(names)) != len(names):
             raise SemisepError(f"data.corpora: corpus names must be distinct ({', '.join(names)})")
@@ -446,7 +478,8 @@ RANGES = {
     "train.gp_lambda": (0.0, None, False), "train.batch_size": (1, None, False), "train.lr": (0.0, None, False),
     "train.critic_lr": (0.0, None, True), "train.max_steps": (1, None, False), "train.val_every": (1, None, False),
     "train.checkpoint_every_s": (0.0, None, False),
-    "train.patience": (1, None, False), "train.log_every": (1, None, False), "train.num_workers": (1, None, False),
+    "train.patience": (1, None, False), "train.log_every": (1, None, False), "train.shuffle_buffer": (2, None, False), "train.valid_max_mib": (0.0, None, True),
+    "train.resize_interval_s": (0.0, None, False),
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
     "train.adversarial_paired": (0.0, 0.99, False),
     "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),
@@ -464,6 +497,7 @@ RANGES = {
 CHOICES = {
     "data.dtype": ("float16", "float32"), "train.precision": ("fp32", "bf16"),
     "train.critic_input": ("raw", "level"), "train.select_on": ("val_sdr", "val_loss"),
+    "train.reader": ("stream", "memory"),
     "eval.protocol": ("paper", "sigsep"), "demo.generator": ("synth", "sampled"), "tune.searcher": ("optuna", "random"),
     "promote.split": ("valid", "test", "gate"),
 }
@@ -475,6 +509,18 @@ def _convert(value: Any, type_name: str, where: str) -> Any:
     def fail(expected: str):
         raise SemisepError(f"{where}={value!r}: expected {expected}")
 
+    if type_name.replace(" ", "") == "int|list":  # a number of workers, or [min, max]
+        if isinstance(value, list):
+            if len(value) != 2:
+                fail("a number, or [min, max]")
+            low, high = (_convert(v, "int", where) for v in value)
+            if not 1 <= low <= high:
+                fail("[min, max] with 1 <= min <= max")
+            return [low, high]
+        number = _convert(value, "int", where)
+        if number < 1:
+            fail("a number >= 1, or [min, max]")
+        return number
     base = type_name.split("[")[0].strip()
     if base == "bool":
         if isinstance(value, bool):

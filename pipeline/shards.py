@@ -39,6 +39,9 @@ from semisep.pipeline.errors import SemisepError
 
 SCHEMA_VERSION = 2  # 1: log-magnitudes; 2: complex STFT planes
 SOURCE_COLUMNS = ("mixture", "vocals", "accompaniment")
+# rows per Parquet row group: a training stream reads a shard a row group at a time
+# (training/stream.py), so a long track is not decompressed whole for one chunk of it
+ROW_GROUP_ROWS = 64
 
 
 def excerpt_starts(total_frames: int, excerpt_frames: int, hop: int) -> list[int]:
@@ -73,7 +76,8 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
         blobs = [np.ascontiguousarray(planes[:, :, s:s + excerpt_frames]).tobytes() for s in starts]
         columns[name] = pa.array(blobs, pa.binary())
     table = pa.table(columns).replace_schema_metadata(shard_metadata(transform, excerpt_frames, dtype))
-    storage.write_atomic(str(path), lambda fs, p: pq.write_table(table, p, compression="zstd", filesystem=fs))
+    storage.write_atomic(str(path), lambda fs, p: pq.write_table(table, p, compression="zstd", filesystem=fs,
+                                                                 row_group_size=ROW_GROUP_ROWS))
     return n
 
 
@@ -93,10 +97,16 @@ def check_shard(path: str | os.PathLike, transform: TransformConfig, excerpt_fra
     """
     try:
         fs, inner = storage.resolve(str(path))
-        meta = pq.read_schema(inner, filesystem=fs).metadata or {}
+        meta = pq.read_schema(inner, filesystem=fs).metadata
     except (OSError, pa.ArrowInvalid) as exc:
         raise SemisepError(f"{path}: not a readable Parquet shard ({exc})") from None
-    meta = {k.decode(): v.decode() for k, v in meta.items()}
+    return check_metadata(meta, str(path), transform, excerpt_frames)
+
+
+def check_metadata(meta: dict | None, path: str, transform: TransformConfig, excerpt_frames: int) -> str:
+    """check_shard on a shard's schema metadata already read (bytes keys and values, as pyarrow
+    gives them); returns the stored dtype."""
+    meta = {k.decode(): v.decode() for k, v in (meta or {}).items()}
     version = meta.get("semisep.schema_version")
     if version != str(SCHEMA_VERSION):
         raise SemisepError(
@@ -113,13 +123,32 @@ def check_shard(path: str | os.PathLike, transform: TransformConfig, excerpt_fra
     return meta["semisep.dtype"]
 
 
-def decode(blobs, freq_bins: int, frames: int, dtype: str = "float16") -> np.ndarray:
+def decode_column(column: pa.ChunkedArray | pa.Array, freq_bins: int, frames: int, dtype: str = "float16",
+                  path: str = "shard", out: np.ndarray | None = None) -> np.ndarray:
     """Binary excerpt cells -> (rows, 2, freq_bins, frames) real and imaginary planes, in ``dtype``
-    (the shard's storage type: float16 rows stay half the memory until a batch is made)."""
-    if len(blobs) == 0:
-        return np.zeros((0, 2, freq_bins, frames), dtype)
-    flat = np.frombuffer(b"".join(blobs), dtype=dtype)
-    return flat.reshape(len(blobs), 2, freq_bins, frames).copy()
+    (the shard's storage type: float16 rows stay half the memory until a batch is made), or into
+    ``out`` (converted to its type). Reads the cells' bytes straight from Arrow's buffers (one
+    copy); a cell of another size is an error naming ``path``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    rows = len(column)
+    if out is not None and out.dtype != np.dtype(dtype):
+        out[:] = decode_column(column, freq_bins, frames, dtype, path)
+        return out
+    out = np.empty((rows, 2, freq_bins, frames), dtype) if out is None else out
+    assert out.shape == (rows, 2, freq_bins, frames) and out.flags.c_contiguous, out.shape
+    if rows == 0:
+        return out
+    if column.null_count:
+        raise SemisepError(f"{path}: {column.null_count} empty excerpt cells; re-run `semisep ingest`")
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset:column.offset + rows + 1]
+    size = out[0].nbytes
+    if np.any(np.diff(offsets) != size):
+        raise SemisepError(f"{path}: excerpt cells of {sorted(set(np.diff(offsets).tolist()))[:3]} bytes, "
+                           f"expected {size} ({dtype} [2, {freq_bins}, {frames}]); re-run `semisep ingest`")
+    data = np.frombuffer(column.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    out.reshape(-1).view(np.uint8)[:] = data
+    return out
 
 
 def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
@@ -130,8 +159,8 @@ def read_excerpts(paths: list[str], column: str, transform: TransformConfig,
     for path in paths:
         dtype = check_shard(path, transform, excerpt_frames)
         fs, inner = storage.resolve(path)
-        blobs = pq.read_table(inner, columns=[column], filesystem=fs).column(column).to_pylist()
-        arrays.append(decode(blobs, transform.freq_bins, excerpt_frames, dtype))
+        cells = pq.read_table(inner, columns=[column], filesystem=fs).column(column)
+        arrays.append(decode_column(cells, transform.freq_bins, excerpt_frames, dtype, path))
     if not arrays:
         return np.zeros((0, 2, transform.freq_bins, excerpt_frames), np.float16)
     return np.concatenate(arrays)

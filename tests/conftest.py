@@ -27,7 +27,7 @@ def tiny_config(workdir, corpus, **extra):
         f" {{name: unpaired, path: {corpus}/unpaired, format: folder, use: unpaired}}]",
         "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3",
         "train.batch_size=4", "train.max_steps=4", "train.val_every=2", "train.log_every=1",
-        "train.lr=0.001", "train.n_critic=2", "train.remix=0", "ray.num_cpus=2",
+        "train.lr=0.001", "train.n_critic=2", "train.remix=0", "train.shuffle_buffer=8", "ray.num_cpus=2",
         "eval.corpus=target", "mlflow.experiment=tests",
     ]
     overrides += [f"{k}={v}" for k, v in extra.items()]

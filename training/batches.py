@@ -16,9 +16,11 @@ linear), and only then turned into the model's log-magnitude features ``(batch, 
   is the share of each of them drawn from the paired songs instead (every real source is real,
   and the critics then judge outputs on the paired domain too).
 
-Draws are reproducible: a pool walks through seeded permutations, one per epoch, and the random
-gains of the k-th batch come from a generator seeded by (seed, k); pools' positions and the batch
-count are all a checkpoint needs to continue the same sequence.
+Batches draw from sources with ``take(n)`` and ``state()``: streamed shards (training/stream.py,
+what training uses by default) or in-memory ``Pool``s (``train.reader: memory``, and the tests).
+Draws are reproducible: a source's draws follow from its seed and state, and the random gains of
+the k-th batch come from a generator seeded by (seed, k); the sources' states and the batch count
+are all a checkpoint needs to continue the same sequence.
 """
 
 from __future__ import annotations
@@ -61,6 +63,27 @@ class Pool:
         idx = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
         return {k: v[idx].float() for k, v in self.arrays.items()}
 
+    def state(self) -> dict:
+        return {"position": self.position}
+
+
+SALTS = {"paired": 0, "mixture": 7, "vocals": 14, "accompaniment": 21, "remix_vocals": 28, "remix_accompaniment": 35}
+
+
+def memory_pools(streams: dict[str, dict[str, torch.Tensor]], remix: bool, seed: int,
+                 state: dict | None = None) -> dict[str, Pool]:
+    """In-memory pools from streams (``paired`` and any unpaired role: column -> planes), plus the
+    remix pools (every vocal and every accompaniment row: paired stems and unpaired solo
+    recordings) when ``remix``; ``state``: a ``Batches.state()``'s ``streams``."""
+    arrays = dict(streams)
+    if remix:
+        for source in SOURCES:
+            parts = [streams["paired"][source]] + ([streams[source][source]] if source in streams else [])
+            arrays[f"remix_{source}"] = {source: torch.cat(parts) if len(parts) > 1 else parts[0]}
+    state = state or {}
+    return {name: Pool(cols, seed * 1000 + SALTS[name], int(state.get(name, {}).get("position", 0)))
+            for name, cols in arrays.items()}
+
 
 def _gains(gen: torch.Generator, n: int, gain_db: tuple[float, float], device) -> torch.Tensor:
     """(n, 1, 1, 1) linear gains, uniform in dB."""
@@ -70,35 +93,40 @@ def _gains(gen: torch.Generator, n: int, gain_db: tuple[float, float], device) -
 
 
 class Batches:
-    """The batches one training run consumes, from its pools (on one worker: its share of rows).
+    """The batches one training run consumes, from its sources (on one worker: its share of rows).
 
-    pools: ``paired`` (mixture, vocals, accompaniment), ``mixture``, ``vocals``, ``accompaniment``
-    (unpaired; absent when the data has none), ``remix_vocals``, ``remix_accompaniment`` (the
-    remix draws; built by ``from_arrays``). batch_size: rows per batch on this worker.
+    pools: sources by name, each with ``take(n)`` and ``state()``: ``paired`` (mixture, vocals,
+    accompaniment), ``mixture``, ``vocals``, ``accompaniment`` (unpaired; absent when the run does
+    not draw them), ``remix_vocals``, ``remix_accompaniment`` (the remix draws).
+    batch_size: rows per batch on this worker.
     """
 
-    def __init__(self, pools: dict[str, Pool], batch_size: int, seed: int, gain_db=(0.0, 0.0),
+    def __init__(self, pools: dict, batch_size: int, seed: int, gain_db=(0.0, 0.0),
                  remix: float = 0.0, adversarial_paired: float = 0.0, device="cpu", count: int = 0):
         self.pools, self.batch_size, self.seed = pools, batch_size, seed
         self.gain_db, self.remix, self.adversarial_paired = tuple(gain_db), remix, adversarial_paired
         self.device, self.count = device, count
 
     @classmethod
-    def from_arrays(cls, streams: dict[str, dict[str, torch.Tensor]], cfg, batch_size: int, seed: int,
-                    positions: dict[str, int] | None = None, device="cpu") -> "Batches":
-        """Pools from in-memory streams (``paired`` and any unpaired role: column -> planes)."""
-        t, positions = cfg.train, positions or {}
-        arrays = dict(streams)
-        if t.remix > 0:
-            for source in SOURCES:
-                parts = [streams["paired"][source]] + ([streams[source][source]] if source in streams else [])
-                arrays[f"remix_{source}"] = {source: torch.cat(parts) if len(parts) > 1 else parts[0]}
-        salts = {"paired": 0, "mixture": 7, "vocals": 14, "accompaniment": 21, "remix_vocals": 28, "remix_accompaniment": 35}
-        pools = {name: Pool(cols, seed * 1000 + salts[name], positions.get(name, 0)) for name, cols in arrays.items()}
-        return cls(pools, batch_size, seed, t.gain_db, t.remix, t.adversarial_paired, device, positions.get("batches", 0))
+    def from_sources(cls, pools: dict, cfg, batch_size: int, seed: int, count: int = 0, device="cpu") -> "Batches":
+        t = cfg.train
+        return cls(pools, batch_size, seed, t.gain_db, t.remix, t.adversarial_paired, device, count)
 
-    def positions(self) -> dict[str, int]:
-        return {name: pool.position for name, pool in self.pools.items()} | {"batches": self.count}
+    @classmethod
+    def from_arrays(cls, streams: dict[str, dict[str, torch.Tensor]], cfg, batch_size: int, seed: int,
+                    state: dict | None = None, device="cpu") -> "Batches":
+        """Batches over in-memory pools (``paired`` and any unpaired role: column -> planes)."""
+        state = state or {}
+        pools = memory_pools(streams, cfg.train.remix > 0, seed, state.get("streams"))
+        return cls.from_sources(pools, cfg, batch_size, seed, state.get("batches", 0), device)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps to continue the same batches: every source's state, the count."""
+        return {"streams": {name: pool.state() for name, pool in self.pools.items()}, "batches": self.count}
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            getattr(pool, "close", lambda: None)()
 
     def _generator(self) -> torch.Generator:
         self.count += 1

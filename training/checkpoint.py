@@ -1,7 +1,7 @@
 """Checkpoint and model files: plain tensors and JSON only, loaded with ``weights_only=True``.
 
 A training checkpoint directory holds ``state.pt`` (all models, optimisers, the best separator)
-and ``meta.json`` (step, early-stopping record, batch positions, config); a model directory holds
+and ``meta.json`` (step, early-stopping record, config; every worker's data state is in ``state.pt``); a model directory holds
 ``separator.pt`` and ``model.json`` (transform, model config, the excerpt length it was trained on,
 provenance), which is all inference needs.
 """
@@ -71,23 +71,31 @@ def load_model(directory: str | os.PathLike) -> tuple[UNet, TransformConfig, dic
     return model, transform, meta
 
 
-def save_training_state(directory: str, models, step: int, best: dict, cfg: Config, positions: dict[str, int]) -> None:
-    """Models, optimisers, best separator, step and batch positions: all a resume needs."""
-    torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"]},
+def save_training_state(directory: str, models, step: int, best: dict, cfg: Config, data: dict[str, dict]) -> None:
+    """Models, optimisers, best separator, step and every worker's data state (``{rank:
+    Batches.state()}``): all a resume needs, also with another number of workers."""
+    torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"], "data": data},
                os.path.join(directory, STATE))
     meta = {"step": step, "best_step": best["step"], "best_score": best["score"], "best_val": best["val"],
-            "bad_evals": best["bad_evals"], "positions": positions, "config": cfg.to_dict(),
+            "bad_evals": best["bad_evals"], "world_size": len(data), "config": cfg.to_dict(),
             "transform": cfg.transform.to_dict()}
     with open(os.path.join(directory, META), "w") as fh:
         json.dump(meta, fh, indent=2)
 
 
-def load_training_state(directory: str, models) -> tuple[int, dict, dict[str, int]]:
-    """(step, early-stopping record, batch positions) from a checkpoint folder; models loaded in place."""
+def load_training_state(directory: str, models) -> tuple[int, dict, dict[str, dict]]:
+    """(step, early-stopping record, every worker's data state by rank) from a checkpoint folder;
+    models loaded in place. A checkpoint from before streamed data (batch positions in meta.json)
+    gives the in-memory pools' positions; streams start their data anew from it."""
     state = safe_load(os.path.join(directory, STATE))
     with open(os.path.join(directory, META)) as fh:
         meta = json.load(fh)
     models.load_state_dict(state["models"])
     best = {"score": meta["best_score"], "step": meta["best_step"], "bad_evals": meta["bad_evals"],
             "state": state["best_separator"], "val": meta.get("best_val", {})}
-    return meta["step"], best, meta.get("positions", {})
+    data = state.get("data")
+    if data is None:
+        data = {rank: {"streams": {k: {"position": v} for k, v in positions.items() if k != "batches"},
+                       "batches": positions.get("batches", 0)}
+                for rank, positions in meta.get("positions", {}).items()}
+    return meta["step"], best, data

@@ -1,17 +1,25 @@
-"""Training data from the shards: which files, checked against the config, read into memory.
+"""Training data from the shards: which files, checked against the config, and the sources a
+worker draws its batches from.
 
-Four training streams: ``paired`` (mixture, vocals, accompaniment) and the unpaired
-``mixture``, ``vocals`` and ``accompaniment``; plus ``valid`` (paired, validation split).
+Training streams: ``paired`` (mixture, vocals, accompaniment), the unpaired ``mixture``, ``vocals``
+and ``accompaniment``, and for remixing ``remix_vocals`` / ``remix_accompaniment`` (every vocal and
+every accompaniment excerpt the data has: the paired songs' stems and the unpaired solo
+recordings). The validation split (``valid``) is read into memory on the worker that validates.
 
-Every worker reads the shard files itself (pyarrow, any path or URI every node reaches), in a
-fixed order: files sorted by name, rows by start frame. A worker of rank r among w keeps the
-rows r, r + w, r + 2w, ... of every training stream, so which rows a worker holds depends only
-on the data and (r, w): two runs with the same seed see the same batches, and a resumed run
-continues on the rows its checkpoint's positions refer to. The validation split is read whole.
+``train.reader``:
+
+- ``stream`` (default): every worker streams its share of each stream's shard files through a
+  bounded window (training/stream.py): memory does not grow with the corpus, each row is drawn
+  once per epoch across the workers, and the draws continue exactly after a resume, also when the
+  number of workers changed (elastic training);
+- ``memory``: every worker reads its rows ``rank::world`` of every stream into memory before the
+  first step (the reader semisep had first; fast for small corpora, ~450 MiB per hour of each
+  unpaired role at the paper's settings).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,46 +29,59 @@ from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
 from semisep.pipeline.manifest import read_manifest, shards_in_use
 from semisep.pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
+from semisep.training.batches import SALTS, memory_pools
+from semisep.training.stream import ShardStream, StreamFiles, initial_state, resplit
 
 STREAMS = ("paired", "mixture", "vocals", "accompaniment")
+REMIX = ("remix_vocals", "remix_accompaniment")
 
 
-def stream_paths(cfg: Config) -> dict[str, list[str]]:
-    """Shard files per stream, from the manifest (so stale files on disk are never read)."""
+def stream_files(cfg: Config) -> dict[str, StreamFiles]:
+    """Shard files per stream, with their rows, from the manifest (so stale files on disk are never
+    read); the first shard of each is checked against the config now, the rest as they are read."""
     manifest, _ = read_manifest(cfg.data.shards_dir)
     ok = shards_in_use(manifest)
+
+    def files(rows, columns) -> StreamFiles:
+        rows = rows.sort_values("shard")
+        return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(columns))
+
     paired = ok[ok.role == "paired"]
-    out = {
-        "paired": sorted(paired[paired.split == "train"].shard),
-        "valid": sorted(paired[paired.split == "valid"].shard),
-    }
+    out = {"paired": files(paired[paired.split == "train"], SOURCE_COLUMNS),
+           "valid": files(paired[paired.split == "valid"], SOURCE_COLUMNS)}
     for role in SOURCE_COLUMNS:
-        out[role] = sorted(ok[(ok.role == role) & (ok.split == "train")].shard)
-    if not out["paired"]:
+        out[role] = files(ok[(ok.role == role) & (ok.split == "train")], [role])
+    if not out["paired"].paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no paired training shards; ingest a paired corpus with a train split")
-    if not out["valid"]:
+    if not out["valid"].paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no validation shards; give a paired corpus a 'valid' split")
     if cfg.train.semi_supervised:
-        missing = [r for r in SOURCE_COLUMNS if not out[r]]
+        missing = [r for r in SOURCE_COLUMNS if not out[r].paths]
         if missing:
             raise SemisepError(
                 f"{cfg.data.shards_dir}: semi-supervised training needs unpaired train shards for "
                 f"{', '.join(missing)}; ingest an unpaired corpus or set train.alpha=0 train.beta=0"
             )
-    for paths in out.values():
-        for path in paths:
-            check_shard(path, cfg.transform, cfg.data.excerpt_frames)
+    for source in ("vocals", "accompaniment"):
+        both = (out["paired"], out[source])
+        out[f"remix_{source}"] = StreamFiles(sum((f.paths for f in both), ()), sum((f.rows for f in both), ()),
+                                             (source,))
+    for stream in out.values():
+        if stream.paths:
+            check_shard(stream.paths[0], cfg.transform, cfg.data.excerpt_frames)
     return out
 
 
-def stream_columns(stream: str) -> list[str]:
-    return list(SOURCE_COLUMNS) if stream in ("paired", "valid") else [stream]
-
-
-def needed_streams(cfg: Config, paths: dict[str, list[str]]) -> list[str]:
-    """The training streams this run reads: unpaired ones only for semi-supervised or remix runs."""
-    unpaired = cfg.train.semi_supervised or cfg.train.remix > 0
-    return [s for s in STREAMS if paths.get(s) and (s == "paired" or unpaired)]
+def needed_streams(cfg: Config, files: dict[str, StreamFiles]) -> list[str]:
+    """The training streams this run draws from: unpaired ones only for semi-supervised runs, the
+    remix streams only for remix runs."""
+    t = cfg.train
+    out = ["paired"]
+    if t.semi_supervised:
+        out += [s for s in SOURCE_COLUMNS if files[s].paths]
+    if t.remix > 0:
+        out += list(REMIX)
+    return out
 
 
 def read_stream(paths: list[str], columns: list[str], cfg: Config, rank: int = 0,
@@ -73,6 +94,55 @@ def read_stream(paths: list[str], columns: list[str], cfg: Config, rank: int = 0
     return out
 
 
+def stream_seed(cfg: Config, name: str) -> int:
+    """The same on every worker: all draw a stream's epochs in one order and split it."""
+    return cfg.train.seed * 1000 + SALTS[name]
+
+
+def window_rows(cfg: Config) -> int:
+    """Rows per window of a streamed source: it holds at most two (train.shuffle_buffer)."""
+    return max(1, cfg.train.shuffle_buffer // 2)
+
+
+def training_sources(cfg: Config, rank: int = 0, world: int = 1, saved: dict | None = None,
+                     files: dict[str, StreamFiles] | None = None) -> dict:
+    """This worker's sources, by stream name (``ShardStream`` or, with ``train.reader: memory``,
+    ``Pool``), continuing from ``saved`` (a checkpoint's ``{rank: {stream: state}}`` of every
+    worker of the run that wrote it; its world size may differ from ``world``)."""
+    files = files or stream_files(cfg)
+    saved = saved or {}
+    names = needed_streams(cfg, files)
+    if cfg.train.reader == "memory":
+        roles = [s for s in SOURCE_COLUMNS if files[s].paths] if cfg.train.semi_supervised or cfg.train.remix > 0 else []
+        arrays = {}
+        for name in ["paired", *roles]:
+            arrays[name] = read_stream(list(files[name].paths), list(files[name].columns), cfg, rank, world)
+            if not len(next(iter(arrays[name].values()))):
+                raise SemisepError(f"training stream {name!r} has no rows for worker {rank} of {world}: "
+                                   "add data or use fewer workers")
+        pools = memory_pools(arrays, cfg.train.remix > 0, cfg.train.seed * 1000 + rank, saved.get(str(rank)))
+        return {name: pools[name] for name in names}
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semisep-read")
+    out = {}
+    for name in names:
+        state = restored_state(cfg, name, files[name], rank, world, saved)
+        out[name] = ShardStream(files[name], cfg.transform, cfg.data.excerpt_frames, stream_seed(cfg, name),
+                                state, executor, cfg.data.dtype)
+    return out
+
+
+def restored_state(cfg: Config, name: str, files: StreamFiles, rank: int, world: int, saved: dict) -> dict:
+    """Worker ``rank``'s state of stream ``name``: new, the saved one, or the saved states of every
+    worker re-split over ``world`` workers (when the world size or the window changed)."""
+    window = window_rows(cfg)
+    old = [saved[r][name] for r in sorted(saved, key=int) if "pieces" in saved[r].get(name, {})]
+    if not old:  # a new run, or a checkpoint from before streamed data
+        return initial_state(rank, world, window)
+    if len(old) == world and all(int(s["window_rows"]) == window and int(s["world"]) == world for s in old):
+        return old[rank]
+    return resplit(old, world, files, stream_seed(cfg, name), window)[rank]
+
+
 @dataclass
 class ValidationSet:
     """The validation split in memory: planes per source (rows, 2, F, T) and each row's track."""
@@ -83,31 +153,25 @@ class ValidationSet:
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # semisep.training.validation's inputs
 
 
-def read_validation(paths: list[str], cfg: Config) -> ValidationSet:
-    import pyarrow.parquet as pq
+def read_validation(files: StreamFiles, cfg: Config) -> ValidationSet:
+    """The whole validation split; refused past ``train.valid_max_mib`` before anything is read.
+    Rows of one shard file are one track (a shard holds one track of one corpus)."""
+    dtype_bytes = 2 if cfg.data.dtype == "float16" else 4
+    row_bytes = 3 * 2 * cfg.transform.freq_bins * cfg.data.excerpt_frames * dtype_bytes
+    mib = files.total * row_bytes / 2**20
+    if mib > cfg.train.valid_max_mib:
+        raise SemisepError(
+            f"the validation split has {files.total} excerpts in {len(files.paths)} shards, {mib:.0f} MiB in memory, "
+            f"more than train.valid_max_mib={cfg.train.valid_max_mib:g}; validate on fewer songs (a smaller "
+            f"'valid' partition weight) or raise train.valid_max_mib")
+    planes = read_stream(list(files.paths), list(SOURCE_COLUMNS), cfg)
+    index = np.repeat(np.arange(len(files.paths)), files.rows)
+    return ValidationSet(planes, torch.from_numpy(index.astype(np.int64)), list(files.paths))
 
-    from semisep.pipeline import storage
 
-    planes = read_stream(paths, list(SOURCE_COLUMNS), cfg)
-    names, index = [], []
-    for path in paths:  # the same order read_excerpts uses
-        fs, inner = storage.resolve(path)
-        ids = pq.read_table(inner, columns=["track_id"], filesystem=fs).column("track_id").to_pylist()
-        for track in ids:
-            if not names or names[-1] != track:
-                names.append(track)
-            index.append(len(names) - 1)
-    return ValidationSet(planes, torch.tensor(index, dtype=torch.long), names)
-
-
-def load_training_data(cfg: Config, rank: int = 0, world: int = 1) -> tuple[dict[str, dict[str, torch.Tensor]], ValidationSet]:
-    """(training streams of this worker, the whole validation split), checked against the config."""
-    paths = stream_paths(cfg)
-    streams = {}
-    for stream in needed_streams(cfg, paths):
-        streams[stream] = read_stream(paths[stream], stream_columns(stream), cfg, rank, world)
-        rows = len(next(iter(streams[stream].values())))
-        if rows == 0:
-            raise SemisepError(f"training stream {stream!r} has no rows for worker {rank} of {world}: "
-                               "add data or use fewer workers")
-    return streams, read_validation(paths["valid"], cfg)
+def load_training_data(cfg: Config, rank: int = 0, world: int = 1, saved: dict | None = None,
+                       validation: bool = True) -> tuple[dict, ValidationSet | None]:
+    """(this worker's sources, the validation split or None when ``validation`` is false)."""
+    files = stream_files(cfg)
+    sources = training_sources(cfg, rank, world, saved, files)
+    return sources, read_validation(files["valid"], cfg) if validation else None

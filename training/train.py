@@ -2,7 +2,7 @@
 
 ``train(cfg, name)`` reads the shard manifest, starts an MLflow run (config as params, dataset
 version, git commit and config hash as tags), runs the worker loop on ``train.num_workers``
-workers, then writes the best separator as a model folder, logs the last checkpoint and the run's
+workers (a number, or [min, max]: Ray Train's elastic scaling), then writes the best separator as a model folder, logs the last checkpoint and the run's
 description, and hands the model folder to ``log_model`` (the entry points pass
 evaluation/registry.py's, which logs it as an MLflow pyfunc; tag ``semisep.model_uri``).
 """
@@ -22,7 +22,7 @@ from semisep.pipeline.errors import SemisepError
 from semisep.pipeline.manifest import MANIFEST, read_manifest
 from semisep.pipeline.ray_session import ensure_ray
 from semisep.training.checkpoint import META, STATE, safe_load, save_model
-from semisep.training.data import stream_paths
+from semisep.training.data import stream_files
 from semisep.training.tracking import client, describe_run, log_dataset, run_kind, run_tags, start_run
 from semisep.training.worker import train_loop_per_worker
 
@@ -60,17 +60,17 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     from ray.train.torch import TorchTrainer
 
     ensure_ray(cfg)
-    paths = stream_paths(cfg)
+    files = stream_files(cfg)
     manifest, version = read_manifest(cfg.data.shards_dir)
     t = cfg.train
-    if t.batch_size % t.num_workers:
+    if any(t.batch_size % n for n in range(t.min_workers, t.max_workers + 1)):
         raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
     kind = run_kind(cfg)
     tags = run_tags(cfg, version) | (tags or {})
     try:
         run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
         log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
-                    {s: len(p) for s, p in paths.items()} | {"files": len(manifest)})
+                    {s: len(f.paths) for s, f in files.items()} | {"files": len(manifest)})
     except Exception as exc:  # noqa: BLE001 - no run to train into
         raise SemisepError(f"MLflow tracking server {cfg.tracking_uri}: cannot start the run "
                            f"({' '.join(str(exc).split())[:200]}); nothing was trained") from None
@@ -85,7 +85,9 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
         train_loop_config={"cfg": cfg.shipped().to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
                            "resume_from": resume_from, "submitted_at": time.time()},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu or gpus_per_worker > 0,
+            num_workers=(t.min_workers, t.max_workers) if t.elastic else t.num_workers,
+            use_gpu=t.use_gpu or gpus_per_worker > 0,
+            **({"elastic_resize_monitor_interval_s": t.resize_interval_s} if t.elastic else {}),
             resources_per_worker={"CPU": t.cpus_per_worker} | ({"GPU": gpus_per_worker} if gpus_per_worker else {})
             | t.worker_resources),
         run_config=ray.train.RunConfig(

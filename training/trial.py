@@ -2,7 +2,7 @@
 
 Sweeps (``semisep tune``) and experiments (``semisep experiment``) run their trials through
 ``trial``: the training step, validation, patience and MLflow logging of ``semisep train``, on
-one device (a GPU or a GPU fraction, or CPUs), the shards read into memory, each validation
+one device (a GPU or a GPU fraction, or CPUs), the shards streamed (train.reader), each validation
 reported with ``tune.report``. The trial's best separator is logged to its MLflow child run as a
 pyfunc (tag ``semisep.model_uri``) before the last report, since a scheduler may end the trial
 as soon as it sees that report.
@@ -69,12 +69,12 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
                                                  "semisep.sweep": config["sweep"]})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
-    streams, valid = load_training_data(cfg)
+    sources, valid = load_training_data(cfg)
     # the separator is built first, so the same seed gives every arm the same starting weights
     torch.manual_seed(t.seed)
     models = build_models(cfg, device)
     reseed(t.seed, 0, 0)
-    batches = make_batches(cfg, streams, 0, 1, {}, device)
+    batches = make_batches(cfg, sources, 0, 1, 0, device)
     logger = MetricLogger(cfg.tracking_uri, run_id)
     best = new_best()
 
@@ -88,6 +88,7 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
         tune.report(report)  # ASHA may stop the trial here
 
     run(cfg, models, batches, valid, step=0, best=best, on_validation=on_validation, log=logger.log, device=device)
+    batches.close()
 
 
 def _finish(cfg: Config, client, run_id: str, best: dict, log_model, info: dict) -> None:

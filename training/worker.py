@@ -18,6 +18,7 @@ import torch
 from semisep.pipeline.config import Config
 from semisep.training.batches import Batches
 from semisep.training.checkpoint import load_training_state, save_training_state
+from semisep.training.coverage import Coverage
 from semisep.training.data import ValidationSet, load_training_data
 from semisep.training.early_stopping import keep_best, new_best
 from semisep.training.step import Models, as_floats, broadcast_parameters, build_models, train_step
@@ -42,16 +43,17 @@ def reseed(seed: int, rank: int, step: int) -> None:
     torch.manual_seed((seed * 1_000_003 + rank) * 1_000_003 + step)
 
 
-def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet, *, step: int, best: dict,
+def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet | None, *, step: int, best: dict,
         on_validation: Callable[[int, dict, bool, bool], None], log: Callable[[dict, int], None] | None = None,
-        rank: int = 0, device="cpu") -> int:
+        rank: int = 0, device="cpu", started_at: float | None = None) -> int:
     """Train from ``step`` to ``train.max_steps`` or an early stop; returns the last step.
 
     ``on_validation(step, report, stop, checkpoint)`` runs on every rank after each validation
     (rank 0's report holds the validation figures, the others' only the step); ``checkpoint`` says
     whether this validation is one to save (``train.checkpoint_every_s``; always the last);
     ``log(metrics, step)`` gets the losses every ``log_every`` steps and the time spent around
-    validation (rank 0 only).
+    validation (rank 0 only), and ``first_step_s``, the seconds from ``started_at`` (a
+    ``time.time()``) to the end of the first step, data reading included.
     """
     t = cfg.train
     next_unpaired = batches.unsupervised if t.semi_supervised else None
@@ -61,6 +63,9 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet, *, 
         metrics = train_step(models, batches.supervised, next_unpaired, cfg)
         step += 1
         window_steps += 1
+        if log and started_at is not None:
+            log({"first_step_s": time.time() - started_at}, step)
+            started_at = None
         if log and step % t.log_every == 0:
             log(as_floats(metrics), step)
         if step % t.val_every and step != t.max_steps:
@@ -89,10 +94,10 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet, *, 
     return step
 
 
-def make_batches(cfg: Config, streams: dict, rank: int, world: int, positions: dict, device) -> Batches:
+def make_batches(cfg: Config, sources: dict, rank: int, world: int, count: int, device) -> Batches:
     """This worker's batches: its share of the global batch, its own seeds."""
-    return Batches.from_arrays(streams, cfg, cfg.train.batch_size // world, cfg.train.seed * 1000 + rank,
-                               positions, device)
+    return Batches.from_sources(sources, cfg, cfg.train.batch_size // world, cfg.train.seed * 1000 + rank,
+                                count, device)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -120,38 +125,45 @@ def train_loop_per_worker(loop_config: dict) -> None:
         torch.backends.cudnn.benchmark = True  # safe with data parallelism: rank 0 decides early stopping
     models = build_models(cfg, device)
     broadcast_parameters(models)
-    step, best, positions = 0, new_best(), {}
-    checkpoint = ray.train.get_checkpoint()  # after a worker failure: Ray's latest
+    step, best, saved = 0, new_best(), {}
+    checkpoint = ray.train.get_checkpoint()  # after a worker failure or a resize: Ray's latest
     if checkpoint is None and loop_config.get("resume_from"):
         checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            step, best, all_positions = load_training_state(d, models)
-        positions = all_positions.get(str(rank), {})
+            step, best, saved = load_training_state(d, models)
     reseed(t.seed, rank, step)
-    streams, valid = load_training_data(cfg, rank, world)
-    batches = make_batches(cfg, streams, rank, world, positions, device)
+    # every rank's data state of the run that wrote the checkpoint: re-split when the world changed
+    sources, valid = load_training_data(cfg, rank, world, {r: v["streams"] for r, v in saved.items()},
+                                        validation=rank == 0)
+    batches = make_batches(cfg, sources, rank, world, int(saved.get("0", {}).get("batches", 0)), device)
     logger = MetricLogger(loop_config["tracking_uri"], loop_config["run_id"]) if rank == 0 and loop_config.get("run_id") else None
     if logger:
         import matplotlib.backends.backend_agg  # noqa: F401 - the end-of-run figure's ~0.3 s import, paid at start-up
         import matplotlib.figure  # noqa: F401
     nodes = _worker_nodes()
+    coverage = Coverage(sources)
     if logger:
         logger.set_tag("semisep.worker_nodes", ",".join(nodes))
-        # from the driver's train() call to the first step: Ray Train's start-up and the data read
-        logger.log({"ray_startup_s": time.time() - loop_config.get("submitted_at", time.time())}, step)
+        # from the driver's train() call to here: Ray Train's start-up and the data plan
+        logger.log({"ray_startup_s": time.time() - loop_config.get("submitted_at", time.time()),
+                    "world_size": world}, step)
         if step:
             logger.log({"resumed_at_step": step}, step)
+        if saved and len(saved) != world:
+            print(f"semisep: continuing at step {step} with {world} workers instead of {len(saved)}; "
+                  "the data streams are re-split over them", flush=True)
 
     def on_validation(at: int, report: dict, stop: bool, save: bool) -> None:
+        checked = coverage.check(_gather(coverage.drawn(), world))  # every rank takes part
         if logger:
-            logger.log({k: v for k, v in report.items() if k != "step"}, at, now=True)
+            logger.log({k: v for k, v in report.items() if k != "step"} | checked, at, now=True)
             if stop or at >= t.max_steps:  # one picture, of the model the run keeps (drawing costs ~0.3 s)
                 logger.log_figure(validation_figure(_best_separator(cfg, best, device), valid, best["step"]),
                                   f"validation/best_step_{best['step']:07d}.png")
         if not save:
             return
-        every = _gather_positions(batches.positions(), world)
+        every = _gather(batches.state(), world)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -160,7 +172,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{at:07d}")
 
     run(cfg, models, batches, valid, step=step, best=best, on_validation=on_validation,
-        log=logger.log if logger else None, rank=rank, device=device)
+        log=logger.log if logger else None, rank=rank, device=device,
+        started_at=None if step else loop_config.get("submitted_at"))
+    batches.close()
     if logger and not logger.flush():
         print(f"semisep: warning: MLflow at {logger.tracking_uri} unreachable ({logger.last_error}); "
               f"{len(logger.pending)} metric values were not logged", flush=True)
@@ -174,8 +188,8 @@ def _best_separator(cfg: Config, best: dict, device):
     return separator
 
 
-def _gather_positions(mine: dict[str, int], world: int) -> dict[str, dict[str, int]]:
-    """Every rank's batch positions, by rank (rank 0 writes them all into the checkpoint)."""
+def _gather(mine: dict, world: int) -> dict[str, dict]:
+    """Every rank's ``mine``, by rank (e.g. the data states rank 0 writes into the checkpoint)."""
     import torch.distributed as dist
 
     if world == 1 or not (dist.is_available() and dist.is_initialized()):

@@ -29,10 +29,10 @@ def mlflow_server(tmp_path_factory):
 def _fit(cfg: Config, steps: int) -> dict:
     """A supervised separator trained for ``steps`` plain-torch steps on the paired shards."""
     from semisep.training.batches import Batches
-    from semisep.training.data import read_stream, stream_paths
+    from semisep.training.data import read_stream, stream_files
     from semisep.training.step import build_models, separator_update
 
-    paired = read_stream(stream_paths(cfg)["paired"], ["mixture", "vocals", "accompaniment"], cfg)
+    paired = read_stream(list(stream_files(cfg)["paired"].paths), ["mixture", "vocals", "accompaniment"], cfg)
     torch.manual_seed(0)
     models = build_models(cfg)
     batches = Batches.from_arrays({"paired": paired}, cfg, 8, seed=0)

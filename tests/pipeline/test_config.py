@@ -49,3 +49,24 @@ def test_values_are_converted_to_their_settings_type():
     assert cfg.train.lr == 0.0001 and isinstance(cfg.train.lr, float)  # YAML 1.1 reads 1e-4 as text
     assert cfg.train.max_steps == 300 and isinstance(cfg.train.max_steps, int)
     assert cfg.data.task_resources == {"ingest": 1.0}
+
+
+def test_workers_are_a_number_or_an_elastic_range():
+    assert load_config(None, ["train.num_workers=2", "train.batch_size=4"]).train.num_workers == 2
+    t = load_config(None, ["train.num_workers=[1, 2]", "train.batch_size=4"]).train
+    assert t.elastic and (t.min_workers, t.max_workers) == (1, 2)
+    assert not load_config(None, ["train.num_workers=2", "train.batch_size=4"]).train.elastic
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.num_workers=[2, 1]"], r"train.num_workers=\[2, 1\]: expected \[min, max\] with 1 <= min <= max"),
+    (["train.num_workers=[1, 2, 3]"], "expected a number, or"),
+    (["train.num_workers=0"], "expected a number >= 1"),
+    (["train.num_workers=[2, 4]", "train.batch_size=64"], r"batch_size=64 must divide by train.num_workers=\[2, 4\] "
+                                                           r"\(every number of workers in the range\)"),
+    (["train.num_workers=[1, 2]", "train.batch_size=4", "train.reader=memory"], "needs train.reader=stream"),
+    (["train.shuffle_buffer=1"], "train.shuffle_buffer=1: must be >= 2"),
+])
+def test_elastic_settings_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(SemisepError, match=message):
+        load_config(None, overrides)

@@ -77,9 +77,9 @@ def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
     assert fourth.processed == 0 and fourth.pruned == 1
     assert str(deleted) not in set(fourth.manifest.path) and not os.path.exists(gone_shard)
     assert fourth.dataset_version != third.dataset_version
-    from semisep.training.data import stream_paths
+    from semisep.training.data import stream_files
 
-    assert gone_shard not in stream_paths(cfg)["accompaniment"]
+    assert gone_shard not in stream_files(cfg)["accompaniment"].paths
 
 
 def test_second_ingestion_of_a_store_is_refused(tiny_corpus, tmp_path, ray_session):

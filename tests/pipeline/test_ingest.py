@@ -108,10 +108,10 @@ def test_cli_ingest_prints_one_line_per_bad_file(tiny_corpus, tmp_path):
 
 def test_training_reader_refuses_shards_of_another_transform(ingested):
     from semisep.pipeline.errors import SemisepError
-    from semisep.training.data import stream_paths
+    from semisep.training.data import stream_files
 
     cfg, _ = ingested
     other = type(cfg).from_dict(cfg.to_dict())
     other.transform = type(cfg.transform)(**{**cfg.transform.to_dict(), "hop_length": 128})
     with pytest.raises(SemisepError, match="hop_length: 256 there vs 128 here.*re-run"):
-        stream_paths(other)
+        stream_files(other)

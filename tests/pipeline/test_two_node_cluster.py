@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine: `ray job submit` of ingestion and the nightly job,
 2-worker training placed one worker per node, shards and checkpoints on shared storage (file://
-URIs through pyarrow), runs in a real `mlflow server`.
+URIs through pyarrow), runs in a real `mlflow server`; then elastic training that loses the
+second node half-way and finishes on the first.
 
 Both nodes are `ray start` processes on loopback addresses of their own (127.0.0.2 head,
 127.0.0.3 worker; Ray turns 127.0.0.1 into the machine's outward address), with their own temp
@@ -49,9 +50,18 @@ def _cluster_processes(temp_root: str) -> set[int]:
     return found
 
 
+def kill_processes(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @contextmanager
 def two_node_cluster():
-    """Head (2 CPUs, 1 `trainer`) and worker (2 CPUs, 1 `trainer`, 2 `ingest`); yields (dashboard URL, env)."""
+    """Head (2 CPUs, 1 `trainer`) and worker (2 CPUs, 1 `trainer`, 2 `ingest`); yields (dashboard
+    URL, env, the worker node's RAY_TMPDIR: its processes are the ones that carry it)."""
     # a short root: Ray's unix sockets live under it and their paths must stay under 108 bytes
     root = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     token = Path(root) / "auth_token"
@@ -76,17 +86,13 @@ def two_node_cluster():
                        f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}"])
         start("worker", [f"--address={HEAD_IP}:{gcs}", f"--node-ip-address={WORKER_IP}", "--num-cpus=2",
                          '--resources={"trainer": 1, "ingest": 2}'])
-        yield f"http://{HEAD_IP}:{dashboard}", env
+        yield f"http://{HEAD_IP}:{dashboard}", env, os.path.join(root, "worker")
     finally:
         for _ in range(3):  # a dying raylet may still start a worker: sweep until none is left
             pids = _cluster_processes(root)
             if not pids:
                 break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_processes(pids)
             time.sleep(1)
         assert not _cluster_processes(root), "cluster processes survived the clean-up"
         shutil.rmtree(root, ignore_errors=True)
@@ -101,6 +107,18 @@ def submit(address: str, env: dict, *args: str, timeout: float = 600) -> str:
     return text
 
 
+def _registered_checkpoint(storage: Path, run: str) -> bool:
+    """Whether Ray Train has registered a checkpoint of run ``run`` (its manager's snapshot file)."""
+    for path in storage.glob(f"{run}-*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(path.read_text()).get("latest_checkpoint_result") or {}
+        except ValueError:  # being written
+            continue
+        if (latest.get("checkpoint_dir_name") or "").startswith("step_"):
+            return True
+    return False
+
+
 def _files(root: Path, name: str) -> list[Path]:
     return sorted(root.rglob(name))
 
@@ -113,7 +131,7 @@ def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
     corpus = tmp_path / "corpus"
     generate_demo_corpus(corpus, seed=3, progress=False, **TINY)
     shared = tmp_path / "shared"  # stands for S3/NFS: both nodes reach it through file:// URIs
-    with mlflow_server_process(tmp_path) as mlflow_url, two_node_cluster() as (address, env):
+    with mlflow_server_process(tmp_path) as mlflow_url, two_node_cluster() as (address, env, worker_node):
         cfg = tiny_config(tmp_path / "driver", corpus, **{
             "data.store": f"file://{shared}/shards", "data.storage_path": f"file://{shared}/ray_results",
             "data.task_resources": "{ingest: 1}", "train.num_workers": 2, "train.worker_resources": "{trainer: 1}",
@@ -160,3 +178,35 @@ def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
         versions = client.search_model_versions(f"name='{cfg.mlflow.registered_model}'")
         assert len(versions) == 2 and all("semisep.promotion.decision" in v.tags for v in versions)
         assert len({v.tags["semisep.dataset_version"] for v in versions}) == 2
+
+        # 5. elastic training, 1 to 2 workers: the second node dies after a checkpoint; the run
+        # goes on with the worker left, from that checkpoint, its data streams re-split over one
+        # worker, and finishes and registers its model
+        elastic = {"train.num_workers": [1, 2], "train.max_steps": 120, "train.val_every": 10,
+                   "train.checkpoint_every_s": 0, "train.patience": 1000}
+        config.write_text(yaml.safe_dump(tiny_config(tmp_path / "driver", corpus, **{
+            "data.store": f"file://{shared}/shards",
+            "data.storage_path": f"file://{shared}/ray_results", "train.worker_resources": "{trainer: 1}",
+            "mlflow.tracking_uri": mlflow_url, "mlflow.experiment": "cluster", **elastic}).to_dict()))
+        job = subprocess.Popen([str(BIN / "ray"), "job", "submit", "--address", address, "--", str(BIN / "semisep"),
+                                "train", "--config", str(config), "--name", "elastic", "--register"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while not _registered_checkpoint(shared / "ray_results", "elastic"):
+            assert job.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+            time.sleep(0.1)
+        kill_processes(_cluster_processes(worker_node))  # the second node is gone, its worker with it
+        out, _ = job.communicate(timeout=600)
+        assert job.returncode == 0 and "succeeded" in out, out[-6000:]
+        assert "registered as" in out and "instead of 2" in out, out[-3000:]
+        run = client.search_runs([runs[0].info.experiment_id], "attributes.run_name = 'elastic'")[0]
+        world = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "world_size"), key=lambda m: m.step)]
+        assert world == [2.0, 1.0], world
+        resumed = [m.step for m in client.get_metric_history(run.info.run_id, "resumed_at_step")]
+        assert len(resumed) == 1 and 0 < resumed[0] < 120
+        # every validation after the re-split checked the epochs it finished: each row once
+        errors = client.get_metric_history(run.info.run_id, "data_coverage_errors")
+        epochs = client.get_metric_history(run.info.run_id, "data_epochs/paired")
+        assert errors and all(m.value == 0 for m in errors), [(m.step, m.value) for m in errors]
+        assert max(m.value for m in epochs) > 1 + max(m.value for m in epochs if m.step <= resumed[0])
+        assert run.info.status == "FINISHED" and run.data.metrics["val_loss"] > 0

@@ -88,7 +88,7 @@ def test_adversarial_paired_share_draws_critic_examples_from_paired_songs():
     assert _values(b["accompaniment"]) == [20.0, 20.0, 2.0, 2.0]
 
 
-def test_draws_are_reproducible_and_resume_where_positions_say():
+def test_draws_are_reproducible_and_resume_where_the_state_says():
     rng = torch.Generator().manual_seed(0)
     streams = {"paired": {k: (torch.rand(10, 2, F, T, generator=rng) - 0.5).half() for k in ("mixture", "vocals", "accompaniment")}}
     for name in ("mixture", "vocals", "accompaniment"):
@@ -100,7 +100,7 @@ def test_draws_are_reproducible_and_resume_where_positions_say():
     for want in first[:5]:
         got = again.supervised()
         assert all(torch.equal(got[k], want[k]) for k in want)
-    resumed = Batches.from_arrays(streams, cfg, 4, seed=3, positions=again.positions())
+    resumed = Batches.from_arrays(streams, cfg, 4, seed=3, state=again.state())
     for want in first[5:]:
         got = resumed.unsupervised()
         assert all(torch.equal(got[k], want[k]) for k in want)
