@@ -8,9 +8,10 @@ size (CI runs it, so it cannot rot between GPU runs). Prints one table:
   (autocast), compiled (torch.compile of the separator) and replayed as one CUDA graph, with peak
   GPU memory, and the 2026-11-27 step (bench/reference_step.py) in fp32 as the named baseline;
 - ``separate`` of a 3-minute 44.1 kHz stereo song: seconds and times real time;
-- numerics: one semi-supervised step on the device against the same step on the CPU from the
-  same weights and batches (largest relative difference of the losses, largest parameter change
-  difference), TF32 off.
+- numerics: a critic update and a separator update on the device against the same on the CPU
+  from the same weights and batches, TF32 off: the largest relative difference of the losses
+  and of each parameter's gradient before the optimiser; the command fails (exit status 1) past
+  the tolerance.
 
     bash bench/gpu.sh                 # on a CUDA machine, about 5 minutes on an H100
     python bench/gpu.py --device cpu  # small sizes, a minute or two
@@ -78,39 +79,49 @@ def separate_row(base: dict, device: str, seconds: float) -> dict:
     return {"seconds": wall, "x_real_time": seconds / wall}
 
 
+LOSS_TOLERANCE = 1e-4  # relative, per loss
+GRAD_TOLERANCE = 1e-3  # per tensor, relative to its largest CPU value (fp32, TF32 off)
+
+
 def numerics_row(base: dict, device: str) -> dict:
-    """One semi-supervised step on ``device`` and on the CPU from the same weights, batches and
-    gradient-penalty draws: largest relative loss difference, largest parameter-update difference."""
+    """The same critic update and separator update on ``device`` and on the CPU, from the same
+    weights, batches and gradient-penalty draws, TF32 off: every loss and every parameter's
+    gradient before the optimiser (each update from the initial weights, so no Adam step in
+    between can amplify rounding). ``ok`` is False past LOSS_TOLERANCE or GRAD_TOLERANCE."""
     from bench.step_timing import random_batches
-    from semisep.training.step import as_floats, build_models, critic_update, separator_update
+    from semisep.training.step import SOURCES, as_floats, build_models, critic_update, separator_update
 
     if not device.startswith("cuda"):
         return {"note": "n/a (no CUDA device)"}
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     cfg = variant(base, True)
     t = cfg.train
-    g = torch.Generator().manual_seed(5)
-    eps = [{s: torch.rand(t.batch_size, 1, 1, generator=g) for s in ("vocals", "accompaniment")} for _ in range(t.n_critic)]
+    eps = {s: torch.rand(t.batch_size, 1, 1, generator=torch.Generator().manual_seed(5)) for s in SOURCES}
     out = {}
     for where in ("cpu", device):
-        torch.manual_seed(0)
-        models = build_models(cfg, where)
-        batches = random_batches(cfg, where, seed=1)
-        sup, uns = batches.supervised(), [batches.unsupervised() for _ in range(t.n_critic + 1)]
-        modules = {"separator": models.separator, **models.critics}
-        before = {f"{m}.{k}": v.detach().cpu().clone() for m, mod in modules.items() for k, v in mod.state_dict().items()}
-        losses = {}
-        for i in range(t.n_critic):
-            losses |= as_floats(critic_update(models, uns[i], t.gp_lambda, eps={s: e.to(where) for s, e in eps[i].items()}))
-        losses |= as_floats(separator_update(models, sup, uns[-1], t.alpha, t.beta))
-        after = {f"{m}.{k}": v.detach().cpu() for m, mod in modules.items() for k, v in mod.state_dict().items()}
-        out[where] = (losses, {k: after[k] - before[k] for k in after})
-    (cpu_loss, cpu_delta), (dev_loss, dev_delta) = out["cpu"], out[device]
+        losses, grads = {}, {}
+        for update in ("critics", "separator"):
+            torch.manual_seed(0)
+            models = build_models(cfg, where)
+            batches = random_batches(cfg, where, seed=1)
+            sup, uns = batches.supervised(), batches.unsupervised()
+            if update == "critics":
+                losses |= as_floats(critic_update(models, uns, t.gp_lambda, eps={s: e.to(where) for s, e in eps.items()}))
+                modules = models.critics
+            else:
+                losses |= as_floats(separator_update(models, sup, uns, t.alpha, t.beta))
+                modules = {"separator": models.separator}
+            grads |= {f"{m}.{k}": p.grad.detach().cpu().double() for m, mod in modules.items()
+                      for k, p in mod.named_parameters() if p.grad is not None}
+        out[where] = (losses, grads)
+    (cpu_loss, cpu_grad), (dev_loss, dev_grad) = out["cpu"], out[device]
     loss_rel = max(abs(dev_loss[k] - cpu_loss[k]) / max(1e-6, abs(cpu_loss[k])) for k in cpu_loss)
-    update = max(float((dev_delta[k] - cpu_delta[k]).abs().max()) for k in cpu_delta)
-    scale = max(float(cpu_delta[k].abs().max()) for k in cpu_delta)
-    return {"loss_rel": loss_rel, "update_diff": update, "update_scale": scale,
-            "note": "every loss, and the parameter updates of separator and critics (Adam)"}
+    grad_rel = {k: float((dev_grad[k] - g).abs().max()) / max(1e-12, float(g.abs().max())) for k, g in cpu_grad.items()}
+    worst = max(grad_rel, key=grad_rel.get)
+    ok = loss_rel <= LOSS_TOLERANCE and grad_rel[worst] <= GRAD_TOLERANCE and cpu_grad.keys() == dev_grad.keys()
+    return {"loss_rel": loss_rel, "grad_rel": grad_rel[worst], "worst": worst, "ok": ok,
+            "note": (f"every loss and {len(cpu_grad)} gradient tensors; tolerance {LOSS_TOLERANCE:g} / {GRAD_TOLERANCE:g}"
+                     + ("" if ok else f": FAILED (worst {worst})"))}
 
 
 def main() -> None:
@@ -139,11 +150,14 @@ def main() -> None:
     print(f"| separate | {args.song_seconds:.0f} s stereo 44.1 kHz song | {sep['seconds']:.2f} s | "
           f"{sep['x_real_time']:.0f}x real time | | | |")
     if "loss_rel" in num:
-        print(f"| numerics | {args.device} vs CPU, one semi-supervised step | loss rel. diff {num['loss_rel']:.1e} | "
-              f"update diff {num['update_diff']:.1e} of {num['update_scale']:.1e} | | | {num['note']} |")
+        print(f"| numerics | {args.device} vs CPU, a critic and a separator update | loss rel. diff {num['loss_rel']:.1e} | "
+              f"gradient rel. diff {num['grad_rel']:.1e} | | | {num['note']} |")
     else:
         print(f"| numerics | | | | | | {num['note']} |")
     print(f"total {time.perf_counter() - started:.0f} s")
+    if not num.get("ok", True):
+        sys.exit(f"bench/gpu.py: {args.device} and CPU differ beyond tolerance (losses {num['loss_rel']:.1e}, "
+                 f"gradients {num['grad_rel']:.1e} in {num['worst']})")
 
 
 if __name__ == "__main__":

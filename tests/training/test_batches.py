@@ -72,6 +72,37 @@ def test_remix_share_draws_from_all_vocals_and_accompaniment():
     assert seen_v == {1.0, 10.0} and seen_a == {2.0, 20.0}  # paired stems across songs, and unpaired ones
 
 
+def _rows(values) -> torch.Tensor:
+    """Planes whose row k has magnitude ``values[k]`` everywhere: every excerpt its own value."""
+    planes = torch.zeros(len(values), 2, F, T)
+    planes[:, 0] = torch.tensor(values, dtype=torch.float32)[:, None, None]
+    return planes.half()
+
+
+def test_remixed_vocals_and_accompaniment_come_from_independent_excerpts():
+    """Every excerpt distinct: paired song k has vocals k and accompaniment 100 + k, unpaired vocals
+    are 10 + k, unpaired accompaniment 200 + k. A remixed row pairs any vocals with any
+    accompaniment; one that took both from the same excerpt would keep the songs' own pairs."""
+    streams = {"paired": {"mixture": _rows([101.0 + 2 * k for k in range(1, 7)]), "vocals": _rows(list(range(1, 7))),
+                          "accompaniment": _rows([100.0 + k for k in range(1, 7)])},
+               "vocals": {"vocals": _rows([10.0 + k for k in range(1, 7)])},
+               "accompaniment": {"accompaniment": _rows([200.0 + k for k in range(1, 7)])}}
+    cfg = _cfg(remix=0.5, **{"gain_db": "[0,0]"})
+    batches = Batches.from_arrays(streams, cfg, batch_size=8, seed=0)
+    pairs, partners = set(), {}
+    for _ in range(30):
+        b = batches.supervised()
+        v, a = _values(b["vocals"]), _values(b["accompaniment"])
+        assert all(ai == vi + 100 for vi, ai in zip(v[:4], a[:4]))  # paired rows keep their own stems
+        for vi, ai in zip(v[4:], a[4:]):
+            pairs.add((vi, ai))
+            partners.setdefault(vi, set()).add(ai)
+    assert {vi for vi, _ in pairs} == set(range(1, 7)) | set(range(11, 17))  # paired and unpaired vocals
+    assert {ai for _, ai in pairs} == set(range(101, 107)) | set(range(201, 207))
+    assert len(pairs) > 60 and min(len(p) for p in partners.values()) >= 3, sorted(pairs)[:20]
+    assert sum(ai == vi + 100 for vi, ai in pairs) < 6  # a song's own pair only by chance
+
+
 def test_gains_are_random_per_source_within_the_range():
     cfg = _cfg(**{"gain_db": "[-6,6]"})
     b = Batches.from_arrays(_streams(), cfg, batch_size=6, seed=0).supervised()

@@ -93,6 +93,42 @@ def test_step_computes_the_reference_steps_losses_and_updates():
                 assert torch.allclose(p, q, rtol=0, atol=1e-9), (extra, name, (p - q).abs().max().item())
 
 
+def _grads(module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def _assert_same_grads(got: dict, want: dict, what) -> None:
+    assert got.keys() == want.keys() and want, (what, sorted(set(got) ^ set(want)))
+    for name, w in want.items():
+        scale = max(1e-12, w.abs().max().item())
+        assert (got[name] - w).abs().max().item() <= 1e-9 * scale, (what, name, (got[name] - w).abs().max().item(), scale)
+
+
+def test_step_computes_the_reference_steps_gradients_before_the_optimiser():
+    """Every parameter's gradient, before Adam (which would cancel a per-tensor scale error),
+    against the 2026-11-27 step's, in float64: the critics' after a critic update, the
+    separator's after a separator update, for the supervised and the semi-supervised step."""
+    from semisep.training.step import SOURCES, critic_update, separator_update
+
+    for extra in (["train.alpha=0", "train.beta=0"], ["train.n_critic=2"], ["train.alpha=0.01", "train.beta=0"]):
+        cfg = load_config(None, SMALL + extra)
+        t = cfg.train
+        old, new = _equal_start(cfg)
+        data = {k: v.double() for k, v in _data(seed=5, n=12).items()}
+        paired = {k: v[:4] for k, v in data.items()}
+        unpaired = {k: v[4:8] for k, v in data.items()}
+        if new.critics:
+            eps = torch.rand(4, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+            reference.critic_update(old, unpaired, t.gp_lambda, eps=eps)
+            critic_update(new, unpaired, t.gp_lambda, eps={s: eps for s in SOURCES})
+            for source in SOURCES:
+                _assert_same_grads(_grads(new.critics[source]), _grads(old.critics[source]), (extra, source))
+        semi = unpaired if t.semi_supervised else None
+        reference.separator_update(old, paired, semi, t.alpha, t.beta)
+        separator_update(new, paired, semi, t.alpha, t.beta)
+        _assert_same_grads(_grads(new.separator), _grads(old.separator), (extra, "separator"))
+
+
 def _song_batch(cfg):
     """Four excerpts of a generated song as the model sees them."""
     from semisep.pipeline.demo_corpus import render_song
