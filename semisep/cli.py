@@ -122,11 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="gate a registered model into the 'champion' alias, or roll back",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Evaluate the candidate and the current champion of mlflow.registered_model in "
-                                   "one museval run on eval.split\n(same tracks, current dataset version), apply the "
-                                   "gate in the config's `promote` section, tag the candidate with\nthe decision, both "
-                                   "models' numbers and the reasons, and move 'champion' only if it passes (the old\n"
-                                   "champion becomes 'previous'). Promotions are serialised by a lock file "
-                                   "(promote.lock).\n\nExit status: 0 promoted or rolled back; "
+                                   "one museval run on the gate's\nsongs (promote.split of eval.corpus: songs no "
+                                   "training, validation, sweep or experiment reads), apply\nthe gate in the config's "
+                                   "`promote` section, tag the candidate with the decision, both models'\nnumbers and "
+                                   "the reasons, and move 'champion' only if it passes (the old champion becomes\n"
+                                   "'previous'). Promotions from any machines are serialised by a lease held in the "
+                                   "registry\n(<registered model>.lease).\n\nExit status: 0 promoted or rolled back; "
                                    f"{EXIT_REFUSED} refused by the gate; {EXIT_ERROR} an error.")
     _common(p)
     group = p.add_mutually_exclusive_group(required=True)
@@ -186,12 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _config(args):
     from semisep.pipeline.config import load_config
-    from semisep.training.tracking import mlflow_environment
+    from semisep.training.tracking import use_mlflow_environment
 
     path = args.config or getattr(args, "config_default", None)
     cfg = load_config(path, args.overrides)
-    for key, value in mlflow_environment(cfg).items():  # MLflow's HTTP client reads these
-        os.environ.setdefault(key, value)
+    use_mlflow_environment(cfg)  # MLflow's HTTP client reads these
     return cfg
 
 

@@ -139,18 +139,26 @@ def _train_all(cfg: Config, parent: str, say=print) -> dict[str, dict]:
     failed = [r for r in grid if r.error is not None]
     if failed:
         raise SemisepError(f"{len(failed)} of {len(grid)} trainings failed; first: {failed[0].error}")
+    # the validation figures are the ones each trial reported to Tune (in-process, not through a
+    # server that may have dropped the last of them); MLflow gives the run and its model
+    reported = {r.config["arm"]["label"]: r.metrics or {} for r in grid}
     mlflow = client(cfg.tracking_uri)
     runs = mlflow.search_runs([mlflow.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     found = {}
     for run in runs:
         label = run.info.run_name[len(e.name) + 1:]
-        m = run.data.metrics
+        m = reported.get(label, {})
         found[label] = {"run_id": run.info.run_id, "model_uri": run.data.tags.get("semisep.model_uri", ""),
-                        "best_step": int(run.data.tags.get("semisep.best_step", 0) or 0),
-                        "val_sdr": m.get("best_val_sdr", float("nan")), "val_loss": m.get("best_val_loss", float("nan"))}
+                        "best_step": int(m.get("best_step", 0)),
+                        "val_sdr": float(m.get("best_val_sdr", float("nan"))),
+                        "val_loss": float(m.get("best_val_loss", float("nan")))}
     missing = [a["label"] for a in arms(cfg) if a["label"] not in found or not found[a["label"]]["model_uri"]]
     if missing:
         raise SemisepError(f"trainings without a logged model: {', '.join(missing)}")
+    unscored = [label for label, f in found.items() if not np.isfinite(f["val_sdr"])]
+    if unscored:  # never left out of the choice of arm in silence
+        raise SemisepError(f"trainings without a validation SDR: {', '.join(sorted(unscored))} (MLflow runs "
+                           f"{', '.join(found[label]['run_id'] for label in sorted(unscored))})")
     return found
 
 

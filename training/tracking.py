@@ -151,6 +151,16 @@ def mlflow_environment(cfg) -> dict[str, str]:
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
+def use_mlflow_environment(cfg) -> None:
+    """Set ``mlflow_environment`` for this process (a value already in the environment wins): the
+    CLI does, and so does every Ray Train worker and Tune trial, whose processes may have been
+    started by a Ray that did not have it."""
+    import os
+
+    for key, value in mlflow_environment(cfg).items():
+        os.environ.setdefault(key, value)
+
+
 def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str, summary: dict) -> None:
     """Record the shard store as the run's training input: name, digest = dataset version, source."""
     import json

@@ -47,10 +47,11 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     from semisep.training.data import load_training_data
     from semisep.training.early_stopping import new_best
     from semisep.training.step import build_models
-    from semisep.training.tracking import MetricLogger, run_kind, run_tags, start_run
+    from semisep.training.tracking import MetricLogger, run_kind, run_tags, start_run, use_mlflow_environment
     from semisep.training.worker import make_batches, reseed, run
 
     cfg = Config.from_dict(cfg)
+    use_mlflow_environment(cfg)
     t = cfg.train
     settings, label = trial_settings(config)
     for key, value in settings.items():
@@ -82,21 +83,31 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
         logger.log({k: v for k, v in report.items() if k != "step"}, step, now=True)
         if stop or step >= t.max_steps:
             # finish before the last report: the scheduler ends the trial as soon as it sees it
-            _finish(cfg, client, run_id, best, log_model, {"name": name, "run_id": run_id, "kind": run_kind(cfg),
-                                                "dataset_version": version, "best_step": best["step"],
-                                                "best_val": best["val"]})
+            _finish(cfg, client, logger, run_id, best, log_model,
+                    {"name": name, "run_id": run_id, "kind": run_kind(cfg), "dataset_version": version,
+                     "best_step": best["step"], "best_val": best["val"]})
         tune.report(report)  # ASHA may stop the trial here
 
     run(cfg, models, batches, valid, step=0, best=best, on_validation=on_validation, log=logger.log, device=device)
     batches.close()
+    if not logger.flush():  # what the loop logged after the last report (the last validation's timings)
+        print(f"semisep: warning: MLflow at {logger.tracking_uri} unreachable ({logger.last_error}); "
+              f"{len(logger.pending)} metric values of trial run {run_id} were not logged", flush=True)
 
 
-def _finish(cfg: Config, client, run_id: str, best: dict, log_model, info: dict) -> None:
-    """Package the best separator of a trial in its run (``log_model``) and close the run."""
+def _finish(cfg: Config, client, logger, run_id: str, best: dict, log_model, info: dict) -> None:
+    """Send every buffered metric, package the best separator of a trial in its run (``log_model``)
+    and close the run. Metrics still buffered (the server failed in the last back-off interval)
+    are sent now, or the trial fails naming the server: a trial whose last figures are missing
+    would be read as NaN, or its earlier figures taken for its last."""
     import tempfile
 
+    from semisep.pipeline.errors import SemisepError
     from semisep.training.checkpoint import save_model
 
+    if not logger.flush():
+        raise SemisepError(f"MLflow at {logger.tracking_uri} unreachable at the end of trial run {run_id} "
+                           f"({logger.last_error}); {len(logger.pending)} metric values were not logged")
     client.set_tag(run_id, "semisep.best_step", str(best["step"]))
     if log_model is not None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -108,13 +108,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     from semisep.training.spectrogram_plot import validation_figure
-    from semisep.training.tracking import MetricLogger
+    from semisep.training.tracking import MetricLogger, use_mlflow_environment
 
     # Ray Train 2.60 logs every report at INFO from a logger named by its file path; semisep logs
     # its own progress to MLflow. The worker's root logger keeps warnings and errors.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = Config.from_dict(loop_config["cfg"])
+    use_mlflow_environment(cfg)
     t = cfg.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
