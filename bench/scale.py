@@ -67,15 +67,15 @@ def _write_track(job: tuple) -> dict:
     path, meta, columns, seconds, cfg_dict, seed = job
     cfg = Config.from_dict(cfg_dict)
     frames, starts = track_rows(cfg, seconds)
-    rng = np.random.default_rng(seed)
-    shape = (cfg.transform.freq_bins, frames)
-    sources = {}
-    for column in columns:
-        spec = np.empty(shape, np.complex64)
-        spec.real = rng.standard_normal(shape, np.float32)
-        spec.imag = rng.standard_normal(shape, np.float32)
-        sources[column] = spec
-    if not os.path.exists(path):
+    if not os.path.exists(path):  # kept from an earlier run
+        rng = np.random.default_rng(seed)
+        shape = (cfg.transform.freq_bins, frames)
+        sources = {}
+        for column in columns:
+            spec = np.empty(shape, np.complex64)
+            spec.real = rng.standard_normal(shape, np.float32)
+            spec.imag = rng.standard_normal(shape, np.float32)
+            sources[column] = spec
         write_shard(path, meta, sources, starts, cfg.transform, cfg.data.excerpt_frames, cfg.data.dtype)
     return {**meta, "sources": ",".join(columns), "path": f"/synthetic/{meta['corpus']}/{meta['track_id']}.wav",
             "size": 0, "mtime_ns": 0, "file_hash": f"{seed:064x}", "duration": seconds,

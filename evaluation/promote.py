@@ -2,18 +2,20 @@
 
 ``promote`` evaluates the candidate version and the current ``champion`` in one evaluation run,
 on the same test tracks (listed, hashed and tagged), with the current dataset version recorded;
-numbers logged earlier are not trusted. The gate (``promote`` config section) decides; the
+numbers logged earlier are not trusted. It measures on ``promote.split`` of ``eval.corpus``
+(``gate``: songs no training, validation, sweep or experiment reads, so the candidate's luck on
+the songs that chose it does not count). The gate (``promote`` config section) decides; the
 decision, both models' numbers and the reasons become tags of the candidate version. Only a
-passing candidate moves ``champion`` (the old champion becomes ``previous``). Promotions hold an
-exclusive lock from reading the champion to moving the aliases, so two at once are serialised:
-the second is measured against whatever the first left as champion.
+passing candidate moves ``champion`` (the old champion becomes ``previous``). Promotions hold a
+lease in the registry itself (evaluation/lease.py) from reading the champion to moving the
+aliases, so two at once, from any machines, are serialised: the second is measured against
+whatever the first left as champion.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,11 +46,13 @@ class Decision:
         return "\n".join(lines)
 
 
-def registry_lock(cfg: Config):
-    """Exclusive and blocking: a second promotion waits for the first (released if the holder dies)."""
-    from semisep.pipeline.manifest import file_lock
+def registry_lease(cfg: Config, client, say=None):
+    """Exclusive and blocking, for every process that reaches the registry: a second promotion
+    waits for the first (a holder that died loses it after promote.lease_seconds)."""
+    from semisep.evaluation.lease import registry_lease as lease
 
-    return file_lock(cfg.promote.lock or os.path.join(cfg.data.workdir, "registry.lock"), wait=True)
+    return lease(client, cfg.tracking_uri, cfg.mlflow.registered_model, cfg.promote.lease_seconds,
+                 say=say or (lambda line: print(line, flush=True)))
 
 
 def _client(cfg: Config):
@@ -119,31 +123,45 @@ def gate(cfg: Config, cand: dict[str, float], champ: dict[str, float] | None) ->
 
 
 def gate_config(cfg: Config) -> Config:
-    """The config the gate measures with: ``eval.corpus`` at ``promote.split`` (validation by default)."""
+    """The config the gate measures with: ``eval.corpus`` at ``promote.split`` (``gate`` by default)."""
     gate_cfg = Config.from_dict(cfg.to_dict())
     gate_cfg.eval.split = cfg.promote.split
     return gate_cfg
 
 
-def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision:
+def gate_tracks(cfg: Config) -> list[str]:
+    """The gate's songs (``eval.corpus`` at ``promote.split``); an error that says how to make some."""
     from semisep.evaluation.evaluate import test_tracks
 
+    try:
+        return sorted(t.track_id for t in test_tracks(cfg))
+    except SemisepError as exc:
+        if "has no tracks in split" not in str(exc):
+            raise
+        raise SemisepError(f"{exc}: the promotion gate measures on songs of their own, which no training, "
+                           f"validation, sweep or experiment reads; give corpus {cfg.eval.corpus!r} a "
+                           f"{cfg.eval.split!r} split (a '{cfg.eval.split}' folder, or a partition weight, e.g. "
+                           f"{{train: 1, valid: 1, test: 0.5, {cfg.eval.split}: 0.5}}), or choose another with "
+                           "promote.split") from None
+
+
+def promote(cfg: Config, candidate: str, out_dir: str | None = None) -> Decision:
     client, name = _client(cfg), cfg.mlflow.registered_model
     version = resolve_candidate(cfg, candidate)
     gate_cfg = gate_config(cfg)
-    with registry_lock(cfg):
-        champion = _alias(cfg, client, name, CHAMPION)  # read under the lock: nobody moves it meanwhile
+    tracks = gate_tracks(gate_cfg)
+    with registry_lease(cfg, client) as lease:
+        champion = _alias(cfg, client, name, CHAMPION)  # read under the lease: nobody moves it meanwhile
         if champion == version:
             return Decision(version, champion, False, [f"version {version} is already the champion"])
-        tracks = sorted(t.track_id for t in test_tracks(gate_cfg))
         if out_dir:
-            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, out_dir)
+            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, out_dir, lease)
         with tempfile.TemporaryDirectory(prefix=f"promote-v{version}-") as tmp:
-            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, tmp)
+            return _measure_and_decide(gate_cfg, client, name, version, champion, tracks, tmp, lease)
 
 
 def _measure_and_decide(cfg: Config, client, name: str, version: str, champion: str | None, tracks: list[str],
-                        out: str) -> Decision:
+                        out: str, lease) -> Decision:
     """Evaluate candidate and champion on the gate's tracks, tag the decision, move the aliases."""
     from semisep.evaluation.evaluate import evaluate
     from semisep.pipeline.manifest import read_manifest
@@ -175,9 +193,15 @@ def _measure_and_decide(cfg: Config, client, name: str, version: str, champion: 
     client.set_model_version_tag(name, version, "semisep.eval_summary", json.dumps(
         {f"{t}_SDR_median": round(v, 3) for t, v in scores["candidate"].items()}))
     if passed:
+        from semisep.evaluation.lease import lease_lost
+
+        if not lease.still_held():
+            raise lease_lost(lease, "the evaluation (no alias was moved)")
         if champion:
             client.set_registered_model_alias(name, PREVIOUS, champion)
         client.set_registered_model_alias(name, CHAMPION, version)
+        if not lease.still_held():
+            raise lease_lost(lease, f"the move of {CHAMPION!r} to version {version}")
     return Decision(version, champion, passed, reasons, scores)
 
 
@@ -199,7 +223,7 @@ def _describe_decision(client, name: str, version: str, passed: bool, champion: 
 def rollback(cfg: Config) -> tuple[str, str]:
     """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted version). Returns (new, demoted)."""
     client, name = _client(cfg), cfg.mlflow.registered_model
-    with registry_lock(cfg):
+    with registry_lease(cfg, client):
         champion, previous = _alias(cfg, client, name, CHAMPION), _alias(cfg, client, name, PREVIOUS)
         if previous is None or champion is None:
             raise SemisepError(f"registered model {name!r} has no {'previous' if champion else 'champion'} "

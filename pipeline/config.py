@@ -287,18 +287,21 @@ class PromoteConfig:
 
     A candidate replaces the champion when its vocal SDR is at least ``margin_db`` higher and its
     accompaniment SDR at most ``accompaniment_tolerance_db`` lower; with no champion yet, when its
-    vocal SDR reaches ``floor_db``. ``lock`` (default ``<workdir>/registry.lock``) serialises
-    promotions: put it on storage every promoting machine shares. ``split``: the split of
-    ``eval.corpus`` the gate measures on (default ``valid``): choosing champions on the test split
-    night after night would make its numbers optimistic and the test set no longer one; the test
-    split (``eval.split``) is only reported.
+    vocal SDR reaches ``floor_db``. ``split``: the split of ``eval.corpus`` the gate measures on,
+    ``gate`` by default: songs no training, validation, sweep or experiment reads. A candidate was
+    chosen on the validation songs (early stopping, ``semisep tune``, ``semisep experiment``), so
+    scoring it there again adds the luck that chose it (a winner's curse larger than ``margin_db``);
+    the test split would become tuned on, night after night. Promotions are serialised by a lease
+    held in the registry itself (evaluation/promote.py), which every node sees.
+    ``lease_seconds``: how long a lease lasts before another promotion may break it (a holder
+    that died); a live holder renews it while it measures.
     """
 
     margin_db: float = 0.1
     accompaniment_tolerance_db: float = 0.5
     floor_db: float = 0.0
-    lock: str = ""
-    split: str = "valid"
+    split: str = "gate"
+    lease_seconds: float = 600.0
 
 
 @dataclass
@@ -362,6 +365,7 @@ class DemoConfig:
     paired_train: int = 6
     unpaired_per_role: int = 8
     valid: int = 2
+    gate: int = 2
     test: int = 4
     test_in_domain: int = 2
 
@@ -436,6 +440,12 @@ class Config:
         if self.transform.freq_bins % unit or self.transform.freq_bins > self.transform.n_fft // 2 + 1:
             raise SemisepError(f"transform.freq_bins={self.transform.freq_bins} must be a multiple of {unit} "
                                f"and at most n_fft // 2 + 1 = {self.transform.n_fft // 2 + 1}")
+        critic_unit = 2**self.model.critic_layers  # each critic layer halves both axes
+        for key, size in (("data.excerpt_frames", self.data.excerpt_frames), ("transform.freq_bins", self.transform.freq_bins)):
+            if size % critic_unit:
+                raise SemisepError(
+                    f"{key}={size} must be a multiple of 2**model.critic_layers={critic_unit} (the critics halve it "
+                    f"{self.model.critic_layers} times); set model.critic_layers lower or {key} so it divides")
         t = self.train
         if len(t.gain_db) != 2 or t.gain_db[0] > t.gain_db[1]:
             raise SemisepError(f"train.gain_db={t.gain_db}: give [low, high] in dB, low <= high")
@@ -483,14 +493,14 @@ RANGES = {
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
     "train.adversarial_paired": (0.0, 0.99, False),
     "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),
-    "promote.accompaniment_tolerance_db": (0.0, None, False),
+    "promote.accompaniment_tolerance_db": (0.0, None, False), "promote.lease_seconds": (1.0, None, False),
     "tune.num_samples": (0, None, False), "tune.grace_steps": (0, None, False), "tune.reduction_factor": (2, None, False),
     "tune.max_concurrent": (0, None, False), "tune.gpus_per_worker": (0.0, None, False),
     "ray.num_cpus": (0, None, False), "ray.dashboard_port": (0, 65535, False),
     "experiment.gpus_per_trial": (0.0, None, False),
     "experiment.max_concurrent": (0, None, False), "experiment.remix": (0.0, 0.99, False),
     "demo.track_seconds": (1.0, None, False), "demo.paired_train": (0, None, False),
-    "demo.unpaired_per_role": (0, None, False), "demo.valid": (0, None, False), "demo.test": (0, None, False),
+    "demo.unpaired_per_role": (0, None, False), "demo.valid": (0, None, False), "demo.gate": (0, None, False), "demo.test": (0, None, False),
     "demo.test_in_domain": (0, None, False), "mlflow.request_timeout": (1.0, None, False),
     "mlflow.request_retries": (0, None, False),
 }
@@ -499,7 +509,7 @@ CHOICES = {
     "train.critic_input": ("raw", "level"), "train.select_on": ("val_sdr", "val_loss"),
     "train.reader": ("stream", "memory"),
     "eval.protocol": ("paper", "sigsep"), "demo.generator": ("synth", "sampled"), "tune.searcher": ("optuna", "random"),
-    "promote.split": ("valid", "test", "gate"),
+    "promote.split": ("gate", "valid", "test"),
 }
 
 

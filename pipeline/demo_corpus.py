@@ -297,19 +297,28 @@ def write_pcm16(path: Path, audio: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+# each song's seed is seed * 100_003 + its group's base + its index in the group: a song keeps its
+# audio when other counts change (raising ``valid`` must not hand test songs' seeds to new
+# validation songs), and the paired training songs keep the seeds they always had
+SEED_BASES = {"paired": 0, "valid": 10_000, "test": 20_000, "in_domain": 30_000, "mixture": 40_000,
+              "vocals": 50_000, "accompaniment": 60_000, "gate": 70_000}
+
+
 def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: float = 20.0,
                          paired_train: int = 6, unpaired_per_role: int = 8, valid: int = 2,
                          test: int = 4, test_in_domain: int = 2, progress: bool = True,
-                         render=None, workers: int = 1) -> dict[str, int]:
+                         render=None, workers: int = 1, gate: int = 0) -> dict[str, int]:
     """Write a two-domain corpus under ``root``; files already there are kept (same seed, same audio).
 
     ``render(seed, domain)`` makes one song's stems for domain ``paired`` or ``target`` (default:
     this module's synthesiser, studio and acoustic); ``workers`` songs are rendered at once.
     Layout (MUSDB18-HQ for paired folders, ``<role>/*.wav`` for unpaired):
       paired/train/<track>/{mixture,vocals,accompaniment}.wav   paired domain, small
-      target/{valid,test}/<track>/...                           target domain
+      target/{valid,gate,test}/<track>/...                      target domain
       in_domain/test/<track>/...                                paired domain, held out
       unpaired/{mixture,vocals,accompaniment}/<name>.wav        target domain, distinct songs
+    ``gate``: songs only the promotion gate measures on (no training, validation or experiment
+    reads them). A song's seed depends on its group and index only (``SEED_BASES``).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -318,23 +327,23 @@ def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: 
     if render is None:
         render = lambda song_seed, domain: render_song(song_seed, SYNTH_DOMAINS[domain], track_seconds)  # noqa: E731
     root = Path(root)
-    jobs = []
+    jobs = []  # (domain, destination, role or None, song seed)
     for i in range(paired_train):
-        jobs.append(("paired", root / "paired" / "train" / f"paired_{i:03d}", None))
-    for split, count in (("valid", valid), ("test", test)):
+        jobs.append(("paired", root / "paired" / "train" / f"paired_{i:03d}", None, SEED_BASES["paired"] + i))
+    for split, count in (("valid", valid), ("gate", gate), ("test", test)):
         for i in range(count):
-            jobs.append(("target", root / "target" / split / f"target_{split}_{i:03d}", None))
+            jobs.append(("target", root / "target" / split / f"target_{split}_{i:03d}", None, SEED_BASES[split] + i))
     for i in range(test_in_domain):
-        jobs.append(("paired", root / "in_domain" / "test" / f"paired_test_{i:03d}", None))
+        jobs.append(("paired", root / "in_domain" / "test" / f"paired_test_{i:03d}", None, SEED_BASES["in_domain"] + i))
     for role in ("mixture", "vocals", "accompaniment"):
         for i in range(unpaired_per_role):
-            jobs.append(("target", root / "unpaired" / role / f"target_{role}_{i:03d}.wav", role))
+            jobs.append(("target", root / "unpaired" / role / f"target_{role}_{i:03d}.wav", role, SEED_BASES[role] + i))
 
     def write(k: int) -> bool:
-        domain, dest, role = jobs[k]
+        domain, dest, role, song = jobs[k]
         if dest.exists() if role else (dest / "mixture.wav").exists():
             return False
-        stems = render(seed * 100_003 + k, domain)
+        stems = render(seed * 100_003 + song, domain)
         if role:
             write_pcm16(dest, stems[role])
         else:
@@ -363,4 +372,4 @@ def generate(root: str | os.PathLike, demo, progress: bool = True) -> dict[str, 
         workers = os.cpu_count() or 1  # fluidsynth runs as a subprocess: threads overlap
     return generate_demo_corpus(root, demo.seed, demo.track_seconds, demo.paired_train, demo.unpaired_per_role,
                                 demo.valid, demo.test, demo.test_in_domain, progress=progress, render=render,
-                                workers=workers)
+                                workers=workers, gate=demo.gate)

@@ -16,7 +16,7 @@ import pytest
 from semisep.pipeline.config import load_config
 from semisep.pipeline.demo_corpus import generate_demo_corpus
 
-TINY = dict(track_seconds=4.0, paired_train=2, unpaired_per_role=2, valid=1, test=2, test_in_domain=0)
+TINY = dict(track_seconds=4.0, paired_train=2, unpaired_per_role=2, valid=1, gate=1, test=2, test_in_domain=0)
 
 
 def tiny_config(workdir, corpus, **extra):
@@ -113,13 +113,31 @@ def ray_session():
     ray.shutdown()
 
 
+def spoil_gate_shards(cfg) -> list[str]:
+    """Overwrite every shard of the ``gate`` split with bytes no reader accepts; returns them.
+
+    Only `semisep promote` measures on the gate's songs, from their audio. Every test that trains,
+    validates, sweeps or runs an experiment on the ``ingested`` store runs with these shards
+    spoiled: had any of them opened one, it would have failed naming it."""
+    from semisep.pipeline.manifest import read_manifest
+
+    manifest, _ = read_manifest(cfg.data.shards_dir)
+    shards = sorted(set(manifest[(manifest.split == "gate") & (manifest.status == "ok")].shard))
+    for shard in shards:
+        with open(shard, "wb") as fh:
+            fh.write(b"not a shard: the gate split is read by nothing but the promotion gate")
+    return shards
+
+
 @pytest.fixture(scope="session")
 def ingested(tiny_corpus, tmp_path_factory, ray_session):
-    """The tiny corpus ingested into a fresh workdir; returns (config, report)."""
+    """The tiny corpus ingested into a fresh workdir, its gate shards spoiled; returns (config, report)."""
     from semisep.pipeline.ingest import ingest
 
     cfg = tiny_config(tmp_path_factory.mktemp("work"), tiny_corpus)
-    return cfg, ingest(cfg, progress=False)
+    report = ingest(cfg, progress=False)
+    assert spoil_gate_shards(cfg), "the tiny corpus has gate songs"
+    return cfg, report
 
 
 @pytest.fixture(scope="session")

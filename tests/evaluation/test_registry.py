@@ -67,7 +67,6 @@ def registry(ingested, mlflow_server, tmp_path_factory):
     cfg = Config.from_dict(base.to_dict())
     cfg.mlflow.tracking_uri = mlflow_server
     cfg.mlflow.registered_model = "separator-under-test"
-    cfg.promote.lock = str(tmp / "registry.lock")
     cfg.promote.floor_db = -100.0
     torch.manual_seed(1)
     untrained = build_separator(cfg).state_dict()
@@ -107,7 +106,7 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
 
     better = promote(cfg, v["trained"])
     assert better.promoted, better.summary()
-    assert _tags(cfg, v["trained"])["semisep.promotion.eval_split"] == f"{cfg.eval.corpus}/valid"  # not the test split
+    assert _tags(cfg, v["trained"])["semisep.promotion.eval_split"] == f"{cfg.eval.corpus}/gate"  # not valid, not test
     from mlflow import MlflowClient
 
     card = MlflowClient(cfg.tracking_uri).get_model_version(cfg.mlflow.registered_model, v["trained"]).description
@@ -153,16 +152,22 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
 
 
 def test_concurrent_promotions_leave_one_consistent_champion(registry):
-    """Two identical candidates, both better than the champion: serialised, the second meets the first."""
+    """Two identical candidates, both better than the champion, promoted at once from two processes
+    that share no file (own workdirs, as on two machines), only the tracking server: the registry's
+    lease serialises them, so the second meets the first and 'previous' is not lost."""
     import yaml
 
     cfg, v, tmp = registry
     before = _aliases(cfg)["champion"]
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    configs = []
+    for label in ("a", "b"):
+        own = Config.from_dict(cfg.to_dict())
+        own.data.workdir = str(tmp / f"node-{label}")
+        configs.append(tmp / f"config-{label}.yaml")
+        configs[-1].write_text(yaml.safe_dump(own.to_dict()))
     procs = [subprocess.Popen([sys.executable, "-m", "semisep.cli", "promote", "--config", str(config),
                                "--candidate", v[label]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for label in ("trained-a", "trained-b")]
+             for config, label in zip(configs, ("trained-a", "trained-b"))]
     codes = [p.wait(600) for p in procs]
     assert sorted(codes) == [0, 4], [p.stderr.read()[-2000:] for p in procs]
     winner, loser = (v["trained-a"], v["trained-b"]) if codes[0] == 0 else (v["trained-b"], v["trained-a"])
@@ -280,7 +285,7 @@ def test_promote_with_the_server_down_exits_non_zero_and_moves_no_alias(ingested
     root = tmp_path / "server"
     root.mkdir()
     cfg = Config.from_dict(base.to_dict())
-    cfg.mlflow.registered_model, cfg.promote.lock = "down-test", str(tmp_path / "registry.lock")
+    cfg.mlflow.registered_model = "down-test"
     with mlflow_server_process(root) as url:
         cfg.mlflow.tracking_uri = url
         version = register(url, "down-test", _logged_run(cfg, build_separator(cfg).state_dict(), "down", tmp_path))

@@ -70,3 +70,12 @@ def test_workers_are_a_number_or_an_elastic_range():
 def test_elastic_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(SemisepError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize("frames", [48, 80])
+def test_critic_layers_must_divide_the_excerpt_even_for_a_supervised_config(frames):
+    """excerpt_frames 48 or 80 fits the 4-level U-Net (16) but not 5 critic layers (32): refused when
+    the file is read, not at the first critic update of a sweep's first adversarial trial."""
+    with pytest.raises(SemisepError, match=f"data.excerpt_frames={frames} must be a multiple of 2\\*\\*model.critic_layers=32"):
+        load_config(None, [f"data.excerpt_frames={frames}", "model.critic_layers=5"])
+    assert load_config(None, [f"data.excerpt_frames={frames}", "model.critic_layers=4"]).data.excerpt_frames == frames

@@ -19,11 +19,23 @@ def test_ingest_writes_paired_and_unpaired_shards(ingested):
     m = report.manifest
     assert (m.status == "ok").all()
     paired = m[m.role == "paired"]
-    assert set(paired.split) == {"train", "valid", "test"}
+    assert set(paired.split) == {"train", "valid", "gate", "test"}
     assert set(m[m.role != "paired"].role) == {"mixture", "vocals", "accompaniment"}
-    shard = pq.read_table(paired.shard.iloc[0])
+    train = paired[paired.split == "train"]
+    shard = pq.read_table(train.shard.iloc[0])
     assert {"mixture", "vocals", "accompaniment", "start_frame", "track_id"} <= set(shard.column_names)
-    assert shard.num_rows == paired.excerpts.iloc[0] > 0
+    assert shard.num_rows == train.excerpts.iloc[0] > 0
+
+
+def test_no_training_stream_lists_a_gate_shard(ingested):
+    """The gate's songs are ingested like any split, and no stream training or validation draws
+    from lists them (the e2e tests run with those shards spoiled: tests/conftest.py)."""
+    from semisep.training.data import stream_files
+
+    cfg, report = ingested
+    gate = set(report.manifest[report.manifest.split == "gate"].shard)
+    listed = {path for files in stream_files(cfg).values() for path in files.paths}
+    assert gate and listed and not gate & listed
 
 
 def test_bad_files_are_reported_and_the_rest_ingested(tiny_corpus, tmp_path, ray_session):

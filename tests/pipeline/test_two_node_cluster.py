@@ -135,8 +135,7 @@ def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
         cfg = tiny_config(tmp_path / "driver", corpus, **{
             "data.store": f"file://{shared}/shards", "data.storage_path": f"file://{shared}/ray_results",
             "data.task_resources": "{ingest: 1}", "train.num_workers": 2, "train.worker_resources": "{trainer: 1}",
-            "mlflow.tracking_uri": mlflow_url, "mlflow.experiment": "cluster", "promote.floor_db": -100,
-            "promote.lock": str(shared / "registry.lock")})
+            "mlflow.tracking_uri": mlflow_url, "mlflow.experiment": "cluster", "promote.floor_db": -100})
         config = tmp_path / "cluster-test.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict()))
         client = MlflowClient(mlflow_url)

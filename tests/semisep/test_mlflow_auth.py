@@ -35,7 +35,7 @@ def test_unauthenticated_writes_and_promotions_are_refused(ingested, tmp_path):
         cfg.mlflow.tracking_uri, cfg.mlflow.registered_model = url, "guarded"
         cfg.data.workdir, cfg.data.store = str(tmp_path / "work"), base.data.shards_dir
         cfg.train.alpha = cfg.train.beta = 0.0
-        cfg.promote.floor_db, cfg.promote.lock = -100.0, str(tmp_path / "registry.lock")
+        cfg.promote.floor_db = -100.0
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict()))
 
