@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="register the trained model as a new version of mlflow.registered_model (a candidate "
                         "for `semisep promote`)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of this run name")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only the final line (default: a live progress bar on a terminal, else one line "
+                        "per validation: step, steps/s, time left, losses, validation SDR)")
 
     p = sub.add_parser("evaluate", help="score models on the test split with museval (BSS Eval v4)",
                        description="Separate eval.split of eval.corpus with each model, score with museval, write "
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None,
                    help="trials drawn by the searcher, after the baseline and tune.points (default: tune.num_samples)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep named tune.name")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress lines (default: one line per trial and validation: step, steps/s, time left, "
+                        "best validation SDR)")
 
     p = sub.add_parser("promote", help="gate a registered model into the 'champion' alias, or roll back",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -168,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "  semisep experiment --config configs/experiment-demo.yaml\n"
                                    "  semisep experiment --config configs/experiment-paper.yaml --set experiment.seeds=[0,1,2,3,4]")
     _common(p)
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no line per trial and validation (the stage lines, one line per finished training and the "
+                        "tables stay)")
     return parser
 
 
@@ -219,11 +228,17 @@ def cmd_ingest(args) -> int:
 
 def cmd_train(args) -> int:
     from semisep.evaluation.registry import log_model
+    from semisep.progress import TrainProgress, console_mode
     from semisep.training.train import train
 
     cfg = _config(args)
     name = args.name or ("semi-supervised" if cfg.train.semi_supervised else "supervised")
-    result = train(cfg, name, resume=args.resume, log_model=log_model)
+    progress = TrainProgress(name, cfg.train.max_steps, console_mode(args.quiet))
+    try:
+        result = train(cfg, name, resume=args.resume, log_model=log_model, on_progress=progress,
+                       say=(lambda line: None) if args.quiet else None)
+    finally:
+        progress.close()
     print(f"{name}: {result.summary()}; model in {result.model_dir}; MLflow run {result.run_id}")
     if args.register:
         from semisep.evaluation.registry import register
@@ -238,7 +253,7 @@ def cmd_tune(args) -> int:
     from semisep.tune import summary_markdown, sweep
 
     cfg = _config(args)
-    result = sweep(cfg, args.num_samples, args.resume)
+    result = sweep(cfg, args.num_samples, args.resume, say=None if args.quiet else (lambda line: print(line, flush=True)))
     print(summary_markdown(result.summary))
     if result.interrupted:
         print(f"sweep {cfg.tune.name!r} interrupted with {len(result.summary)} trials recorded; continue it with "
@@ -276,7 +291,7 @@ def cmd_experiment(args) -> int:
     from semisep.experiment import run_experiment
 
     cfg = _config(args)
-    result = run_experiment(cfg, say=lambda line: print(line, flush=True))
+    result = run_experiment(cfg, say=lambda line: print(line, flush=True), trial_lines=not args.quiet)
     print()
     print(result.table)
     print(f"tables, per-track scores and plots: {result.out_dir}; MLflow parent run {result.parent_run_id}")
@@ -318,7 +333,8 @@ def cmd_separate(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     songs = collect_inputs(args.inputs)
     failed = 0
-    bar = tqdm(songs, desc="songs", unit="song", disable=len(songs) < 2)
+    # a bar on a terminal only: piped, its updates would garble the per-song lines
+    bar = tqdm(songs, desc="songs", unit="song", disable=True if len(songs) < 2 else None)
     for path, name in bar:
         writer = None
         try:

@@ -9,6 +9,7 @@ the promotion gate (``semisep promote``).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def run_demo(cfg: Config, say=print) -> DemoResult:
     from semisep.evaluation.registry import log_model, register
     from semisep.pipeline.demo_corpus import generate
     from semisep.pipeline.ingest import format_report, ingest
+    from semisep.progress import TrainProgress
     from semisep.training.tracking import run_kind
     from semisep.training.train import train
 
@@ -48,7 +50,12 @@ def run_demo(cfg: Config, say=print) -> DemoResult:
     for step, (label, run_cfg) in enumerate(runs.items(), start=3):
         t = run_cfg.train
         say(f"[{step}/6] training {label} (alpha {t.alpha:g}, beta {t.beta:g}, remix {t.remix:g}) with Ray Train")
-        results[label] = train(run_cfg, label, log_model=log_model)
+        # a live bar on a terminal; in a log, the demo's console stays its own lines
+        progress = TrainProgress(label, t.max_steps, "bar" if sys.stdout.isatty() else "off")
+        try:
+            results[label] = train(run_cfg, label, log_model=log_model, on_progress=progress)
+        finally:
+            progress.close()
         say(f"  {results[label].summary()}")
     say(f"[5/6] evaluating on {cfg.eval.corpus}/{cfg.eval.split} with museval")
     out = os.path.join(cfg.data.workdir, "eval")

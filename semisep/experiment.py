@@ -98,12 +98,19 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^\w\-./]", "_", name)
 
 
-def _progress(total: int, say):
-    """A Tune callback saying one line per finished training (Tune's own tables stay off)."""
+def _progress(total: int, say, max_steps: int, trial_lines: bool = True):
+    """A Tune callback saying one line per validation of every training (``trial_lines``) and one per
+    finished training (Tune's own tables stay off)."""
     from ray import tune
+
+    from semisep.progress import trial_line
 
     class Progress(tune.Callback):
         done = 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if trial_lines:
+                say(trial_line(trial.config["arm"]["label"], result, max_steps))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             Progress.done += 1
@@ -115,7 +122,7 @@ def _progress(total: int, say):
     return Progress()
 
 
-def _train_all(cfg: Config, parent: str, say=print) -> dict[str, dict]:
+def _train_all(cfg: Config, parent: str, say=print, trial_lines: bool = True) -> dict[str, dict]:
     """Run every (method, seed) arm as a Tune trial; returns label -> child run info."""
     import ray
     from ray import tune
@@ -134,7 +141,7 @@ def _train_all(cfg: Config, parent: str, say=print) -> dict[str, dict]:
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=1),
-                                  callbacks=[_progress(len(arms(cfg)), say)]))
+                                  callbacks=[_progress(len(arms(cfg)), say, t.max_steps, trial_lines)]))
     grid = tuner.fit()
     failed = [r for r in grid if r.error is not None]
     if failed:
@@ -167,7 +174,7 @@ def _split_label(label: str) -> tuple[str, int]:
     return arm, int(seed)
 
 
-def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentResult:
+def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: bool = True) -> ExperimentResult:
     from semisep.evaluation.bss_eval import track_frame_medians
     from semisep.evaluation.evaluate import evaluate
     from semisep.pipeline.ingest import format_report, ingest
@@ -196,7 +203,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True) -> ExperimentR
     mlflow = client(cfg.tracking_uri)
     try:
         say(f"[3/4] training {len(labels)} models ({len(e.seeds)} seeds x {', '.join(e.arms)}) as Ray Tune trials")
-        runs = _train_all(cfg, parent, say)
+        runs = _train_all(cfg, parent, say, trial_lines)
         models = {label: local_model_dir(runs[label]["model_uri"], cfg.tracking_uri) for label in labels}
         say(f"[4/4] museval on {', '.join(s['name'] for s in sets)}")
         rows = []

@@ -54,6 +54,7 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
     from semisep.pipeline.ingest import format_report, ingest
     from semisep.evaluation.registry import register
     from semisep.evaluation.registry import log_model
+    from semisep.progress import TrainProgress, console_mode
     from semisep.training.train import train
 
     say("[1/3] ingest")
@@ -83,7 +84,11 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
     else:
         name = f"nightly-{version[:8]}"
         say(f"[2/3] dataset version {version} has no nightly model: training {name}")
-        result = train(cfg, name, tags={NIGHTLY_TAG: "true"}, log_model=log_model)
+        progress = TrainProgress(name, cfg.train.max_steps, console_mode(False))  # a line per validation in the log
+        try:
+            result = train(cfg, name, tags={NIGHTLY_TAG: "true"}, log_model=log_model, on_progress=progress)
+        finally:
+            progress.close()
         report.trained_run_id = result.run_id
         say(f"  {result.summary()}; "
             f"MLflow run {result.run_id}")

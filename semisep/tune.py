@@ -116,7 +116,21 @@ class BaselineFirst(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> SweepResult:
+def _trial_lines(say, max_steps: int):
+    """A Tune callback saying one line per validation of every trial."""
+    from ray import tune
+
+    from semisep.progress import trial_line
+
+    class Lines(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            say(trial_line(f"trial {trial.trial_id}", result, max_steps))
+
+    return Lines()
+
+
+def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False, say=None) -> SweepResult:
+    """Run (or ``resume``) the sweep; ``say`` gets one line per trial and validation (None: quiet)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -155,6 +169,7 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
                          log_model)
     param_space = {**_space(cfg), "parent_run_id": parent, "sweep": s.name}
     if resume:
+        # the restored run config keeps the first run's callbacks, the progress lines among them
         tuner = tune.Tuner.restore(path, trial_fn, resume_errored=True, param_space=param_space)
     else:
         per_trial = t.cpus_per_worker
@@ -176,7 +191,8 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False) -> 
             tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler,
                                         num_samples=total, max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=s.name, storage_path=storage, verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=1)))
+                                      failure_config=tune.FailureConfig(max_failures=1),
+                                      callbacks=[_trial_lines(say, t.max_steps)] if say else None))
     grid = tuner.fit()
     summary = _summary(grid, cfg, parent)
     interrupted = len(summary) < total or summary.status.isin(["pending", "running"]).any()

@@ -48,18 +48,22 @@ class TrainResult:
 
 def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | None = None,
           callbacks: list | None = None, storage: str | None = None, gpus_per_worker: float = 0.0,
-          log_model: Callable[[str, str, str], str] | None = None) -> TrainResult:
+          log_model: Callable[[str, str, str], str] | None = None,
+          on_progress: Callable[[dict], None] | None = None, say=None) -> TrainResult:
     """Train one separator with Ray Train; returns where the best model landed.
 
     ``tags`` are added to the MLflow run (a sweep passes ``mlflow.parentRunId``), ``callbacks`` to
     Ray Train's RunConfig (a sweep passes Tune's report callback), ``storage`` (path or URI) replaces
     ``data.storage_path``, ``gpus_per_worker`` may be a fraction. ``log_model(tracking_uri, run_id,
     model_dir) -> model URI`` packages the best model in the run (semisep.evaluation.registry.log_model).
+    ``on_progress(record)`` is called in this process with what rank 0 reports while it trains (its
+    losses every ``log_every`` steps, its validation figures), through a Ray queue; ``say`` gets
+    Ray's dashboard line.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ensure_ray(cfg)
+    ensure_ray(cfg, say)
     files = stream_files(cfg)
     manifest, version = read_manifest(cfg.data.shards_dir)
     t = cfg.train
@@ -80,10 +84,12 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     resume_from = _latest_checkpoint(storage, name) if resume else None
     if resume and resume_from is None:
         raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
+    progress = _ProgressQueue(on_progress) if on_progress else None
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.shipped().to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
-                           "resume_from": resume_from, "submitted_at": time.time()},
+                           "resume_from": resume_from, "submitted_at": time.time(),
+                           "progress": progress.queue if progress else None},
         scaling_config=ray.train.ScalingConfig(
             num_workers=(t.min_workers, t.max_workers) if t.elastic else t.num_workers,
             use_gpu=t.use_gpu or gpus_per_worker > 0,
@@ -104,6 +110,9 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     except Exception:
         _terminate_quietly(mlflow, run_id)
         raise
+    finally:
+        if progress:
+            progress.close()
     if result.checkpoint is None:
         _terminate_quietly(mlflow, run_id)
         raise SemisepError(f"training run {name} produced no checkpoint: {result.error}")
@@ -131,6 +140,40 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
                 f"({' '.join(str(exc).split())[:200]}): the model is in {model_dir} and the checkpoints in "
                 f"{checkpoint_dir}; MLflow run {run_id} is incomplete (no model logged)") from None
     return done
+
+
+class _ProgressQueue:
+    """A Ray queue rank 0 puts its progress records on, and a thread here handing them to
+    ``on_progress`` until ``close``. The queue's actor takes no CPU (it must not hold a CPU that a
+    training worker waits for)."""
+
+    def __init__(self, on_progress: Callable[[dict], None]):
+        import threading
+
+        from ray.util.queue import Queue
+
+        self.queue = Queue(maxsize=256, actor_options={"num_cpus": 0})
+        self.on_progress, self.done = on_progress, threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                self.on_progress(self.queue.get(timeout=0.5))
+            except Empty:
+                if self.done.is_set():
+                    return
+            except Exception:  # noqa: BLE001 - a display problem must not stop training
+                if self.done.is_set():
+                    return
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.queue.shutdown()
 
 
 def _terminate_quietly(mlflow, run_id: str) -> None:

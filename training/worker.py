@@ -144,6 +144,21 @@ def train_loop_per_worker(loop_config: dict) -> None:
         import matplotlib.figure  # noqa: F401
     nodes = _worker_nodes()
     coverage = Coverage(sources)
+    progress = loop_config.get("progress") if rank == 0 else None
+
+    def tell(record: dict) -> None:
+        """Progress for the driver's console; never waits and never fails the training."""
+        if progress is not None:
+            try:
+                progress.put_nowait(record | {"max_steps": t.max_steps})
+            except Exception:  # noqa: BLE001 - a full queue or a gone driver
+                pass
+
+    def log(metrics: dict, at: int) -> None:
+        if logger:
+            logger.log(metrics, at)
+        if "loss" in metrics:
+            tell({"kind": "losses", "step": at, **metrics})
     if logger:
         logger.set_tag("semisep.worker_nodes", ",".join(nodes))
         # from the driver's train() call to here: Ray Train's start-up and the data plan
@@ -157,6 +172,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     def on_validation(at: int, report: dict, stop: bool, save: bool) -> None:
         checked = coverage.check(_gather(coverage.drawn(), world))  # every rank takes part
+        tell({"kind": "validation", **report})
         if logger:
             logger.log({k: v for k, v in report.items() if k != "step"} | checked, at, now=True)
             if stop or at >= t.max_steps:  # one picture, of the model the run keeps (drawing costs ~0.3 s)
@@ -173,7 +189,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{at:07d}")
 
     run(cfg, models, batches, valid, step=step, best=best, on_validation=on_validation,
-        log=logger.log if logger else None, rank=rank, device=device,
+        log=log if rank == 0 else None, rank=rank, device=device,
         started_at=None if step else loop_config.get("submitted_at"))
     batches.close()
     if logger and not logger.flush():
