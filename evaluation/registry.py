@@ -3,9 +3,10 @@
 The pyfunc is a *model from code* (``evaluation/pyfunc_entry.py``): no pickled Python object is
 stored, and the weights inside are read with ``torch.load(weights_only=True)``. Its artifact
 ``model`` is the plain model folder (``separator.pt`` + ``model.json``: weights, transform, model
-config, provenance). ``predict(audio)`` takes float32 ``(channels, samples)`` (or ``(samples,)``)
-and the params ``sample_rate`` and ``post_filter``, and returns ``{"vocals", "accompaniment"}`` of
-the input's shape.
+config, provenance). ``predict(audio)`` takes float32 audio as ``(channels, samples)``, as
+``(samples, channels)`` (what ``soundfile.read`` and musdb give: taken so when the short axis has
+at most ``MAX_CHANNELS``) or as ``(samples,)``, and the params ``sample_rate`` and ``post_filter``;
+it returns ``{"vocals", "accompaniment"}`` in the input's shape and layout.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from semisep.pipeline.errors import SemisepError
 from semisep.training.checkpoint import MODEL_META
 
 ARTIFACT = "separator"  # the logged model's name inside its run
+MAX_CHANNELS = 8  # an axis this short is channels: (samples, channels) input is transposed
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 
 
@@ -37,12 +39,27 @@ class SeparatorPyfunc:
         from semisep.evaluation.separate import separate
 
         params = params or {}
-        audio = np.asarray(model_input, np.float32)
-        if audio.ndim == 1:
-            audio = audio[None]
+        audio, transposed = as_channels_first(model_input)
         sr = int(params.get("sample_rate") or 44100)
-        return separate(self.model, self.transform, audio, sr, post_filter=params.get("post_filter") or "softmask",
-                        window_frames=self.meta["window_frames"])
+        out = separate(self.model, self.transform, audio, sr, post_filter=params.get("post_filter") or "softmask",
+                       window_frames=self.meta["window_frames"])
+        return {k: np.ascontiguousarray(v.T) for k, v in out.items()} if transposed else out
+
+
+def as_channels_first(model_input) -> tuple[np.ndarray, bool]:
+    """Audio as float32 (channels, samples), and whether it came as (samples, channels): an axis of
+    at most MAX_CHANNELS next to a longer one is the channels."""
+    audio = np.asarray(model_input, np.float32)
+    if audio.ndim == 1:
+        return audio[None], False
+    if audio.ndim != 2:
+        raise SemisepError(f"audio of shape {audio.shape}: give (channels, samples), (samples, channels) or (samples,)")
+    if audio.shape[1] <= MAX_CHANNELS and audio.shape[0] > audio.shape[1]:
+        return np.ascontiguousarray(audio.T), True
+    if audio.shape[0] > MAX_CHANNELS:
+        raise SemisepError(f"audio of shape {audio.shape}: neither axis is a channel count (at most {MAX_CHANNELS}); "
+                           "give (channels, samples) or (samples, channels)")
+    return audio, False
 
 
 @contextmanager
@@ -82,8 +99,10 @@ def log_model(tracking_uri: str, run_id: str, model_dir: str | os.PathLike) -> s
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     audio = np.dtype("float32")
+    # no input schema: MLflow would refuse any dtype but the one named (soundfile.read gives float64,
+    # a WAV read as int16 ...); predict converts, and takes either layout (as_channels_first)
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(audio, (-1, -1))]),  # (channels, samples) at params.sample_rate
+        inputs=None,
         outputs=Schema([TensorSpec(audio, (-1, -1), "vocals"), TensorSpec(audio, (-1, -1), "accompaniment")]),
         params=ParamSchema([ParamSpec("sample_rate", "long", 44100), ParamSpec("post_filter", "string", "softmask")]))
     example = (0.1 * np.random.default_rng(0).standard_normal((1, 8192))).astype(np.float32)

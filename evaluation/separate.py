@@ -60,7 +60,7 @@ def model_estimates(model, mono: np.ndarray, transform: TransformConfig, window_
     if progress and len(batches) >= 4:
         from tqdm import tqdm  # here: inference needs torch and numpy only
 
-        batches = tqdm(batches, desc="separate", unit="chunk", leave=False)
+        batches = tqdm(batches, desc="separate", unit="chunk", leave=False, disable=None)  # None: terminals only
     for b in batches:
         group = starts[b:b + per_batch]
         seg = torch.stack([padded[:, s + hop: s + hop + window] for s in group]).to(device)  # (n, F, W)
@@ -147,7 +147,8 @@ def separate(model, transform: TransformConfig, audio: np.ndarray, sr: int, powe
     min_seconds = transform.n_fft / transform.sample_rate
     n = audio.shape[1]
     if n < min_seconds * sr:
-        raise SemisepError(f"too short to separate: {n} samples, at least {min_seconds:.3f} s needed")
+        raise SemisepError(f"too short to separate: {n} samples (audio is (channels, samples) here; got shape "
+                           f"{tuple(audio.shape)}), at least {min_seconds:.3f} s at {sr} Hz needed")
     est = model_estimates(model, resample(mono_mix(audio), sr, transform.sample_rate), transform,
                           window_frames=window_frames, device=device, progress=progress)
     if post_filter == "softmask":
@@ -267,8 +268,9 @@ def collect_inputs(items: list[str]) -> list[tuple[Path, str]]:
     Files found in a folder are named by their path inside it, without extension; a file called
     ``mixture`` (MUSDB18-HQ, DSD100 layouts) takes its folder's name, so ``test/Song/mixture.wav``
     becomes ``test/Song`` and estimates land where sigsep tools look for them. Files given by
-    themselves are named by their stem; clashes (two ``song.wav``) get their parent folders' names
-    prefixed until they differ. A folder without audio is an error.
+    themselves are named by their stem, a ``mixture`` file by its folder (``musdb/test/Song/mixture.wav``
+    is ``Song``); clashes (two ``song.wav``) get their parent folders' names prefixed until they
+    differ. A folder without audio is an error.
     """
     from semisep.pipeline.audio import AUDIO_EXTENSIONS
 
@@ -282,7 +284,8 @@ def collect_inputs(items: list[str]) -> list[tuple[Path, str]]:
                 raise SemisepError(f"{root}: no audio files in this folder ({', '.join(sorted(AUDIO_EXTENSIONS))})")
             found += [(f, _song_name(f.relative_to(root))) for f in files]
         else:
-            found.append((root, _song_name(Path(root.name))))
+            found.append((root, _song_name(Path(root.absolute().parent.name) / root.name)
+                          if Path(root.name).stem == "mixture" else _song_name(Path(root.name))))
     names = [name for _, name in found]
     depth = {i: 0 for i in range(len(found))}
     while len(set(names)) < len(names):

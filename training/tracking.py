@@ -197,7 +197,9 @@ def run_description(cfg, result) -> str:
         f"{cfg.transform.hop_length}; excerpts of {cfg.data.excerpt_frames} frames.",
         "",
         f"Use it: `semisep separate song.wav -o out --model runs:/{result.run_id}/separator`, or in Python "
-        f"`mlflow.pyfunc.load_model(\"runs:/{result.run_id}/separator\").predict(audio, params={{\"sample_rate\": 44100}})`.",
+        f"`x, sr = soundfile.read(\"song.wav\"); mlflow.pyfunc.load_model(\"runs:/{result.run_id}/separator\")"
+        f".predict(x, params={{\"sample_rate\": sr}})` (x as (samples, channels), as soundfile gives it, or (channels, "
+        f"samples); the estimates come back in the same layout).",
     ])
 
 

@@ -133,6 +133,14 @@ def test_register_promote_refuse_rollback_and_load_by_alias(registry, tmp_path):
     out = model.predict(audio, params={"sample_rate": 22050})
     assert out["vocals"].shape == audio.shape
     assert np.abs(out["vocals"] + out["accompaniment"] - audio).max() < 1e-5
+    # what soundfile.read (and musdb) give: (samples, channels), float64; the estimates come back so
+    import soundfile as sf
+
+    sf.write(tmp_path / "read.wav", audio.T, 22050, subtype="FLOAT")
+    x, sr = sf.read(tmp_path / "read.wav")
+    assert x.shape == (22050, 2)
+    read = model.predict(x, params={"sample_rate": sr})
+    assert read["vocals"].shape == x.shape and np.abs(read["vocals"] - out["vocals"].T).max() < 1e-5
 
     # `semisep separate --model models:/...@champion` uses the same model
     song = tmp_path / "song.wav"

@@ -177,6 +177,28 @@ def test_output_names_are_unique_per_input_and_musdb_folders_keep_their_track_na
         collect_inputs([str(tmp_path / "empty")])
 
 
+def test_musdb_mixture_files_given_by_path_are_named_by_their_track(tmp_path, model_dir):
+    """`semisep separate musdb/test/SONG/mixture.wav -o est` writes est/SONG/ (not est/mixture/),
+    two such files two folders; piped, the per-song lines stay whole lines (no progress bar)."""
+    from semisep.evaluation.separate import collect_inputs
+
+    songs = [tmp_path / "musdb" / "test" / name / "mixture.wav" for name in ("Song A", "Song B")]
+    rng = np.random.default_rng(3)
+    for song in songs:
+        song.parent.mkdir(parents=True)
+        sf.write(song, (0.1 * rng.standard_normal((30000, 2))).astype(np.float32), 22050)
+    assert [name for _, name in collect_inputs([str(s) for s in songs])] == ["Song A", "Song B"]
+    proc = subprocess.run([sys.executable, "-m", "semisep.cli", "separate", *map(str, songs), "-o", str(tmp_path / "est"),
+                           "--model", model_dir], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.relative_to(tmp_path / "est").as_posix() for p in (tmp_path / "est").rglob("*.wav")) == [
+        "Song A/accompaniment.wav", "Song A/vocals.wav", "Song B/accompaniment.wav", "Song B/vocals.wav"]
+    assert "\r" not in proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[1:] == [f"{songs[0]} -> {tmp_path / 'est' / 'Song A'}/{{vocals,accompaniment}}.wav",
+                                            f"{songs[1]} -> {tmp_path / 'est' / 'Song B'}/{{vocals,accompaniment}}.wav",
+                                            f"separated 2 of 2 songs into {tmp_path / 'est'}"]
+
+
 def test_cli_separate_reports_every_failure_in_one_line_and_counts(tmp_path, model_dir):
     rng = np.random.default_rng(4)
     inputs = tmp_path / "in"

@@ -32,6 +32,7 @@ def test_ray_train_runs_and_logs_to_mlflow(trained):
         assert sorted(d for d in os.listdir(run_dir) if d.startswith("step_")) == ["step_0000004"]
         card = run.data.tags["mlflow.note.content"]  # the run page's description, in words
         assert f"**{name} separator**" in card and "Best validation vocal SDR" in card and result.run_id in card
+        assert "soundfile.read" in card and "(samples, channels)" in card  # the usage line names the layouts
         model, transform, meta = load_model(result.model_dir)
         assert meta["info"]["run_id"] == result.run_id and transform == cfg.transform
         # the run's logged pyfunc holds the same model
