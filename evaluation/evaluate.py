@@ -87,7 +87,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
     frames = []
     tracks = test_tracks(cfg)
     methods = list(models) + (list(REFERENCES) if references else [])
-    for spec in tqdm(tracks, desc="evaluate", unit="track", disable=not progress):
+    for spec in tqdm(tracks, desc="evaluate", unit="track", disable=None if progress else True):
         name = spec.track_id
         try:
             track, sr = load_track(spec, cfg.eval.protocol, cfg.transform.sample_rate)

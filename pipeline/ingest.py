@@ -361,7 +361,7 @@ def _run_ray(cfg: Config, todo: list[dict], recipe: Recipe, shards_dir: str, pro
     ds = ds.map(_process_item, fn_kwargs={"recipe": recipe, "shards_dir": shards_dir}, num_cpus=1,
                 resources=cfg.data.task_resources or None)
     rows, audio_s, started = [], 0.0, time.time()
-    with tqdm(total=files, desc="ingest", unit="file", disable=not progress) as bar:
+    with tqdm(total=files, desc="ingest", unit="file", disable=None if progress else True) as bar:
         for item in ds.iter_rows():
             if item["store_error"]:  # the store failed (a full disk): stop, keep the last manifest
                 location, reason = json.loads(item["store_error"])

@@ -27,8 +27,10 @@ RAY_DATA_LOGGING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray
 # the step 0.75x of the same step outside Ray); with them, 0.95x or better. OpenMP: Ray Train and
 # Tune run the training function in a second thread, which sets its own torch thread count; a
 # pool left on the main thread would make libgomp see more threads than cores and stop spinning.
+# MLflow's artifact bars: a worker's output is a log (the driver's console, `ray job logs`), where a
+# carriage-return bar is garbage.
 WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20),
-              "OMP_NUM_THREADS": "1"}
+              "OMP_NUM_THREADS": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def _free_port() -> int:
