@@ -139,7 +139,7 @@ class TrainConfig:
     """The loss L_s + alpha * L_u + beta * L_add and its optimisation.
 
     alpha = beta = 0: no critic is built or stepped; with remix = 0 too, the supervised baseline.
-    The defaults are semisep's, chosen on validation (README "Results"): supervised training with
+    The defaults are semisep's, chosen on validation (docs/results.md): supervised training with
     3/4 of every batch remixed (remix 0.75), no adversarial terms; the paper's method is alpha =
     beta = 0.001 with remix 0 (configs/paper.yaml).
     Validation and early stopping every ``val_every`` steps; a checkpoint at a validation when
@@ -174,6 +174,11 @@ class TrainConfig:
     so the critics judge spectra, not loudness.
     ``select_on``: what picks the best step and stops early: ``val_sdr`` (signal SDR of the
     estimates on the validation songs, higher is better) or ``val_loss`` (L_s on them).
+    ``pseudo``: share of each supervised batch made of pseudo-labelled unpaired mixtures (a
+    teacher's separations, evaluation/pseudo_labels.py), from the pseudo-label store
+    ``pseudo_labels`` (default ``<data.store>/pseudo``): noisy self-training.
+    ``unpaired_roles``: the unpaired roles training reads (``[mixture]``: mixtures only; the
+    critics then take their real examples from the paired songs' stems).
     """
 
     alpha: float = 0.0
@@ -204,6 +209,9 @@ class TrainConfig:
     reader: str = "stream"
     shuffle_buffer: int = 2048
     valid_max_mib: float = 4096.0
+    pseudo: float = 0.0
+    pseudo_labels: str = ""
+    unpaired_roles: list = field(default_factory=lambda: ["mixture", "vocals", "accompaniment"])
 
     @property
     def semi_supervised(self) -> bool:
@@ -220,6 +228,24 @@ class TrainConfig:
     @property
     def max_workers(self) -> int:
         return self.num_workers[1] if self.elastic else self.num_workers
+
+
+@dataclass
+class PseudoConfig:
+    """Pseudo-labels for noisy self-training (evaluation/pseudo_labels.py): a teacher separates the
+    unpaired mixtures; its estimates become training pairs of their own role, with lineage to it.
+
+    ``teacher``: ``champion`` (the registry's champion; the nightly job relabels when it changes)
+    or a model (folder, ``runs:/...``, ``models:/...``). ``keep``: the share of each song's excerpts
+    kept, the ones the teacher's mask is most decided on (energy-weighted |2m - 1|); 1.0, chosen on
+    the sampled corpus's validation songs (keep 1.0: 2.48 dB vocal SDR, 0.5: 2.20, docs/results.md),
+    keeps every excerpt. ``rounds``
+    (``semisep experiment``): teacher -> student rounds; each round's student teaches the next.
+    """
+
+    teacher: str = "champion"
+    keep: float = 1.0
+    rounds: int = 1
 
 
 @dataclass
@@ -310,7 +336,7 @@ class RayConfig:
 
     dashboard: a local Ray starts Ray's dashboard (jobs, actors, logs, the state API Ray Train's
     clean-up uses) on 127.0.0.1, at ``dashboard_port`` (0: a free port); its address is printed
-    once. Off saves about a second of start-up and ~150 MB (README "Ray dashboard").
+    once. Off saves about a second of start-up and ~150 MB (docs/cluster.md, "Ray dashboard").
     """
 
     address: str = ""
@@ -331,12 +357,19 @@ class ExperimentConfig:
     ``max_concurrent`` at once, 0: as many as fit). All are scored with museval on every entry of
     ``test_sets`` (``{name, corpus, split}``; the first is the headline). ``generate_demo``: write
     the corpus the demo section describes under <workdir>/demo_corpus and ingest it first.
+    ``self-training+remix``: supervised+remix with ``pseudo`` of each batch pseudo-labelled by that
+    seed's supervised+remix model (the teacher) in place of as many remixed rows (the paired share
+    stays the teacher's), trained after it (pseudo section: keep, rounds).
+    ``unpaired_roles``: the unpaired roles every arm reads (``[mixture]``: the mixtures-only
+    scenario of a team with finished songs and no stems).
     """
 
     name: str = "experiment"
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     arms: list = field(default_factory=lambda: ["supervised", "supervised+remix", "semi-supervised",
-                                                "semi-supervised+remix"])
+                                                "semi-supervised+remix", "self-training+remix"])
+    pseudo: float = 0.25
+    unpaired_roles: list = field(default_factory=lambda: ["mixture", "vocals", "accompaniment"])
     remix: float = 0.75
     test_sets: list = field(default_factory=list)
     generate_demo: bool = False
@@ -364,6 +397,7 @@ class DemoConfig:
     track_seconds: float = 20.0
     paired_train: int = 6
     unpaired_per_role: int = 8
+    unpaired_mixtures: int = 0  # 0: unpaired_per_role
     valid: int = 2
     gate: int = 2
     test: int = 4
@@ -380,6 +414,7 @@ class Config:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -453,6 +488,13 @@ class Config:
         if any(t.batch_size % n for n in sizes):
             raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}"
                                + (" (every number of workers in the range)" if t.elastic else ""))
+        if t.remix + t.pseudo > 0.99:
+            raise SemisepError(f"train.remix={t.remix:g} + train.pseudo={t.pseudo:g}: together at most 0.99 of a batch "
+                               "(some paired songs stay in every batch)")
+        for key, roles in (("train.unpaired_roles", t.unpaired_roles), ("experiment.unpaired_roles",
+                                                                       self.experiment.unpaired_roles)):
+            if not set(roles) <= {"mixture", "vocals", "accompaniment"}:
+                raise SemisepError(f"{key}={roles}: roles are mixture, vocals, accompaniment")
         if t.elastic and t.reader != "stream":
             raise SemisepError(f"train.num_workers={t.num_workers} (elastic) needs train.reader=stream: the "
                                "in-memory reader cannot re-split its rows when the number of workers changes")
@@ -491,7 +533,8 @@ RANGES = {
     "train.patience": (1, None, False), "train.log_every": (1, None, False), "train.shuffle_buffer": (2, None, False), "train.valid_max_mib": (0.0, None, True),
     "train.resize_interval_s": (0.0, None, False),
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
-    "train.adversarial_paired": (0.0, 0.99, False),
+    "train.adversarial_paired": (0.0, 0.99, False), "train.pseudo": (0.0, 0.99, False),
+    "pseudo.keep": (0.0, 1.0, True), "pseudo.rounds": (1, None, False), "experiment.pseudo": (0.0, 0.99, False),
     "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),
     "promote.accompaniment_tolerance_db": (0.0, None, False), "promote.lease_seconds": (1.0, None, False),
     "tune.num_samples": (0, None, False), "tune.grace_steps": (0, None, False), "tune.reduction_factor": (2, None, False),
@@ -500,7 +543,7 @@ RANGES = {
     "experiment.gpus_per_trial": (0.0, None, False),
     "experiment.max_concurrent": (0, None, False), "experiment.remix": (0.0, 0.99, False),
     "demo.track_seconds": (1.0, None, False), "demo.paired_train": (0, None, False),
-    "demo.unpaired_per_role": (0, None, False), "demo.valid": (0, None, False), "demo.gate": (0, None, False), "demo.test": (0, None, False),
+    "demo.unpaired_per_role": (0, None, False), "demo.unpaired_mixtures": (0, None, False), "demo.valid": (0, None, False), "demo.gate": (0, None, False), "demo.test": (0, None, False),
     "demo.test_in_domain": (0, None, False), "mlflow.request_timeout": (1.0, None, False),
     "mlflow.request_retries": (0, None, False),
 }
@@ -599,7 +642,7 @@ def _build(cls, raw: Any, where: str):
 def _dataclass_for(type_name: Any):
     names = {c.__name__: c for c in (TransformConfig, DataConfig, ModelConfig, TrainConfig,
                                      EvalConfig, MlflowConfig, TuneConfig, PromoteConfig, RayConfig, DemoConfig,
-                                     ExperimentConfig)}
+                                     ExperimentConfig, PseudoConfig)}
     return names.get(type_name if isinstance(type_name, str) else getattr(type_name, "__name__", ""))
 
 

@@ -307,7 +307,7 @@ SEED_BASES = {"paired": 0, "valid": 10_000, "test": 20_000, "in_domain": 30_000,
 def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: float = 20.0,
                          paired_train: int = 6, unpaired_per_role: int = 8, valid: int = 2,
                          test: int = 4, test_in_domain: int = 2, progress: bool = True,
-                         render=None, workers: int = 1, gate: int = 0) -> dict[str, int]:
+                         render=None, workers: int = 1, gate: int = 0, unpaired_mixtures: int | None = None) -> dict[str, int]:
     """Write a two-domain corpus under ``root``; files already there are kept (same seed, same audio).
 
     ``render(seed, domain)`` makes one song's stems for domain ``paired`` or ``target`` (default:
@@ -318,7 +318,9 @@ def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: 
       in_domain/test/<track>/...                                paired domain, held out
       unpaired/{mixture,vocals,accompaniment}/<name>.wav        target domain, distinct songs
     ``gate``: songs only the promotion gate measures on (no training, validation or experiment
-    reads them). A song's seed depends on its group and index only (``SEED_BASES``).
+    reads them). ``unpaired_mixtures``: how many unpaired mixtures (default ``unpaired_per_role``;
+    a team has more finished songs than stems). A song's seed depends on its group and index only
+    (``SEED_BASES``).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -336,7 +338,8 @@ def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: 
     for i in range(test_in_domain):
         jobs.append(("paired", root / "in_domain" / "test" / f"paired_test_{i:03d}", None, SEED_BASES["in_domain"] + i))
     for role in ("mixture", "vocals", "accompaniment"):
-        for i in range(unpaired_per_role):
+        count = unpaired_per_role if role != "mixture" or unpaired_mixtures is None else unpaired_mixtures
+        for i in range(count):
             jobs.append(("target", root / "unpaired" / role / f"target_{role}_{i:03d}.wav", role, SEED_BASES[role] + i))
 
     def write(k: int) -> bool:
@@ -353,7 +356,7 @@ def generate_demo_corpus(root: str | os.PathLike, seed: int = 0, track_seconds: 
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         done = list(tqdm(pool.map(write, range(len(jobs))), total=len(jobs), desc="corpus", unit="song",
-                         disable=not progress))
+                         disable=None if progress else True))
     return {"songs": len(jobs), "written": sum(done)}
 
 
@@ -372,4 +375,4 @@ def generate(root: str | os.PathLike, demo, progress: bool = True) -> dict[str, 
         workers = os.cpu_count() or 1  # fluidsynth runs as a subprocess: threads overlap
     return generate_demo_corpus(root, demo.seed, demo.track_seconds, demo.paired_train, demo.unpaired_per_role,
                                 demo.valid, demo.test, demo.test_in_domain, progress=progress, render=render,
-                                workers=workers, gate=demo.gate)
+                                workers=workers, gate=demo.gate, unpaired_mixtures=demo.unpaired_mixtures or None)

@@ -62,6 +62,18 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
     meta holds track_id, corpus, split, role. ``path`` is a local path or a URI (pipeline/storage.py).
     Returns the number of rows.
     """
+    rows = {}
+    for name, spec in sources.items():
+        assert spec.shape[0] == transform.freq_bins and np.iscomplexobj(spec), (name, spec.shape, spec.dtype)
+        planes = np.stack([spec.real, spec.imag]).astype(dtype)  # (2, F, total_frames)
+        rows[name] = [planes[:, :, s:s + excerpt_frames] for s in starts]
+    return write_rows(path, meta, rows, starts, transform, excerpt_frames, dtype)
+
+
+def write_rows(path: str | os.PathLike, meta: dict, rows: dict, starts: list[int], transform: TransformConfig,
+               excerpt_frames: int, dtype: str = "float16", extra: dict[str, pa.Array] | None = None) -> int:
+    """Write excerpts already cut (column -> a sequence or array of (2, F, excerpt_frames) planes) as one
+    shard, atomically; ``extra`` columns (e.g. a pseudo-label's confidence) go along. Returns the rows."""
     n = len(starts)
     columns: dict[str, pa.Array] = {
         "track_id": pa.array([meta["track_id"]] * n, pa.string()),
@@ -70,11 +82,10 @@ def write_shard(path: str | os.PathLike, meta: dict, sources: dict[str, np.ndarr
         "role": pa.array([meta["role"]] * n, pa.string()),
         "start_frame": pa.array(starts, pa.int32()),
     }
-    for name, spec in sources.items():
-        assert spec.shape[0] == transform.freq_bins and np.iscomplexobj(spec), (name, spec.shape, spec.dtype)
-        planes = np.stack([spec.real, spec.imag]).astype(dtype)  # (2, F, total_frames)
-        blobs = [np.ascontiguousarray(planes[:, :, s:s + excerpt_frames]).tobytes() for s in starts]
-        columns[name] = pa.array(blobs, pa.binary())
+    for name, planes in rows.items():
+        assert len(planes) == n, (name, len(planes), n)
+        columns[name] = pa.array([np.ascontiguousarray(p, dtype=dtype).tobytes() for p in planes], pa.binary())
+    columns |= extra or {}
     table = pa.table(columns).replace_schema_metadata(shard_metadata(transform, excerpt_frames, dtype))
     storage.write_atomic(str(path), lambda fs, p: pq.write_table(table, p, compression="zstd", filesystem=fs,
                                                                  row_group_size=ROW_GROUP_ROWS))

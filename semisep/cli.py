@@ -125,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress lines (default: one line per trial and validation: step, steps/s, time left, "
                         "best validation SDR)")
 
+    p = sub.add_parser("pseudo-label", help="pseudo-label the unpaired mixtures with a teacher (noisy self-training)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Separate every unpaired mixture shard with a teacher model and store its estimates "
+                                   "as pseudo-labelled\npairs (the most confident pseudo.keep of each song's excerpts), "
+                                   "with the teacher in their manifest,\nin the pseudo-label store (train.pseudo_labels, "
+                                   "default <data.store>/pseudo). Training with train.pseudo > 0\nmixes them into its "
+                                   "batches and records the teacher. Unchanged mixtures keep their labels; another\n"
+                                   "teacher relabels everything. The nightly job runs this when the champion changes.")
+    _common(p)
+    p.add_argument("--teacher", default=None, metavar="champion|MODEL",
+                   help="the registry's champion (default: pseudo.teacher), or a model folder / runs:/ / models:/ URI")
+
     p = sub.add_parser("promote", help="gate a registered model into the 'champion' alias, or roll back",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Evaluate the candidate and the current champion of mlflow.registered_model in "
@@ -368,6 +380,16 @@ def cmd_separate(args) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_pseudo_label(args) -> int:
+    from semisep.evaluation.pseudo_labels import label_mixtures, resolve_teacher
+
+    cfg = _config(args)
+    teacher, model_dir, run_id = resolve_teacher(cfg, args.teacher)
+    report = label_mixtures(cfg, model_dir, teacher, run_id, say=lambda line: print(line, flush=True))
+    print(f"pseudo-label store: {report.directory}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from semisep.demo import run_demo
 
@@ -377,7 +399,8 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"demo": cmd_demo, "generate-demo": cmd_generate, "ingest": cmd_ingest, "train": cmd_train,
             "evaluate": cmd_evaluate, "separate": cmd_separate, "tune": cmd_tune,
-            "promote": cmd_promote, "nightly": cmd_nightly, "experiment": cmd_experiment}
+            "promote": cmd_promote, "nightly": cmd_nightly, "experiment": cmd_experiment,
+            "pseudo-label": cmd_pseudo_label}
 
 if __name__ == "__main__":
     sys.exit(main())

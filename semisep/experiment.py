@@ -59,27 +59,62 @@ class ExperimentResult:
     out_dir: str
 
 
+STUDENT, TEACHER = "self-training+remix", "supervised+remix"
+
+
 def arm_settings(cfg: Config, arm: str) -> dict:
-    """The train settings an arm changes: alpha, beta, remix."""
+    """The train settings an arm changes: alpha, beta, remix, pseudo, the unpaired roles it reads."""
     semi = arm.startswith("semi-supervised")
+    e = cfg.experiment
+    remix = e.remix if arm.endswith("+remix") else 0.0
+    pseudo = e.pseudo if arm == STUDENT else 0.0  # in place of that much remix: the paired share stays the teacher's
     return {"alpha": cfg.train.alpha if semi else 0.0, "beta": cfg.train.beta if semi else 0.0,
-            "remix": cfg.experiment.remix if arm.endswith("+remix") else 0.0}
+            "remix": remix - pseudo, "pseudo": pseudo, "unpaired_roles": list(e.unpaired_roles)}
 
 
 def arms(cfg: Config) -> list[dict]:
-    """One Tune grid point per (arm, seed): train settings plus a label for the run name."""
-    seeds = [int(s) for s in cfg.experiment.seeds]
+    """One Tune grid point per (arm, seed): train settings plus a label for the run name. A
+    self-training arm's ``teacher`` is the label of the arm whose model pseudo-labels its mixtures."""
+    e = cfg.experiment
+    seeds = [int(s) for s in e.seeds]
     if not seeds or len(set(seeds)) != len(seeds):
-        raise SemisepError(f"experiment.seeds={cfg.experiment.seeds}: give one or more distinct seeds")
-    chosen = list(cfg.experiment.arms)
+        raise SemisepError(f"experiment.seeds={e.seeds}: give one or more distinct seeds")
+    chosen = list(e.arms)
     unknown = [a for a in chosen if a not in ARMS]
     if unknown or BASELINE not in chosen or len(set(chosen)) != len(chosen):
         raise SemisepError(f"experiment.arms={chosen}: distinct arms from {', '.join(ARMS)}, {BASELINE!r} among them")
     if any(a.startswith("semi") for a in chosen) and cfg.train.alpha <= 0 and cfg.train.beta <= 0:
         raise SemisepError("train.alpha and train.beta are both 0: the semi-supervised arms would be the baseline")
-    if any(a.endswith("+remix") for a in chosen) and not 0 < cfg.experiment.remix < 1:
-        raise SemisepError(f"experiment.remix={cfg.experiment.remix}: the +remix arms need a share 0 < remix < 1")
-    return [{"label": f"{arm}-seed{seed}", "seed": seed, **arm_settings(cfg, arm)} for seed in seeds for arm in chosen]
+    if any(a.endswith("+remix") for a in chosen) and not 0 < e.remix < 1:
+        raise SemisepError(f"experiment.remix={e.remix}: the +remix arms need a share 0 < remix < 1")
+    if STUDENT in chosen and (TEACHER not in chosen or not 0 < e.pseudo < e.remix):
+        raise SemisepError(f"experiment.arms: {STUDENT!r} learns from {TEACHER!r}'s pseudo-labels: list both, with "
+                           "0 < experiment.pseudo < experiment.remix (its pseudo-labelled rows take that share of "
+                           "the remixed rows' place)")
+    out = []
+    for seed in seeds:
+        for arm in chosen:
+            point = {"label": f"{arm}-seed{seed}", "seed": seed, **arm_settings(cfg, arm)}
+            if arm == STUDENT:
+                point["teacher"] = f"{TEACHER}-seed{seed}"
+            out.append(point)
+    return out
+
+
+def rounds(cfg: Config, points: list[dict]) -> list[list[dict]]:
+    """The grid points of each training phase: the arms without a teacher, then for each of
+    pseudo.rounds the students (a round's students teach the next; only the last round's are
+    the reported arm, the earlier ones are labelled ``...-round<r>``)."""
+    first = [p for p in points if "teacher" not in p]
+    students = [p for p in points if "teacher" in p]
+    phases = [first]
+    for r in range(1, cfg.pseudo.rounds + 1):
+        last = r == cfg.pseudo.rounds
+        phases.append([p | ({} if last else {"label": f"{p['label'].rsplit('-seed', 1)[0]}-round{r}-seed{p['seed']}"})
+                       | ({"teacher": p["teacher"]} if r == 1 else
+                          {"teacher": f"{p['label'].rsplit('-seed', 1)[0]}-round{r - 1}-seed{p['seed']}"})
+                       for p in students] if students else [])
+    return [phase for phase in phases if phase]
 
 
 def test_sets(cfg: Config) -> list[dict]:
@@ -122,8 +157,9 @@ def _progress(total: int, say, max_steps: int, trial_lines: bool = True):
     return Progress()
 
 
-def _train_all(cfg: Config, parent: str, say=print, trial_lines: bool = True) -> dict[str, dict]:
-    """Run every (method, seed) arm as a Tune trial; returns label -> child run info."""
+def _train_all(cfg: Config, parent: str, points: list[dict], phase: int, say=print,
+               trial_lines: bool = True) -> dict[str, dict]:
+    """Run the grid points of one phase as Tune trials; returns label -> child run info."""
     import ray
     from ray import tune
 
@@ -135,13 +171,14 @@ def _train_all(cfg: Config, parent: str, say=print, trial_lines: bool = True) ->
     e, t = cfg.experiment, cfg.train
     resources = {"CPU": t.cpus_per_worker} | ({"GPU": e.gpus_per_trial} if e.gpus_per_trial else {})
     concurrent = e.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)) // t.cpus_per_worker)
+    grid = [{k: v for k, v in p.items() if k != "teacher"} for p in points]
     tuner = tune.Tuner(
         trainable(cfg, resources, log_model),
-        param_space={"arm": tune.grid_search(arms(cfg)), "parent_run_id": parent, "sweep": e.name},
+        param_space={"arm": tune.grid_search(grid), "parent_run_id": parent, "sweep": e.name},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-        run_config=tune.RunConfig(name=e.name, storage_path=store.join(cfg.data.results_dir, "experiment"), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=1),
-                                  callbacks=[_progress(len(arms(cfg)), say, t.max_steps, trial_lines)]))
+        run_config=tune.RunConfig(name=f"{e.name}-phase{phase}", storage_path=store.join(cfg.data.results_dir, "experiment"),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[_progress(len(grid), say, t.max_steps, trial_lines)]))
     grid = tuner.fit()
     failed = [r for r in grid if r.error is not None]
     if failed:
@@ -154,12 +191,14 @@ def _train_all(cfg: Config, parent: str, say=print, trial_lines: bool = True) ->
     found = {}
     for run in runs:
         label = run.info.run_name[len(e.name) + 1:]
-        m = reported.get(label, {})
+        if label not in reported:
+            continue  # a run of another phase
+        m = reported[label]
         found[label] = {"run_id": run.info.run_id, "model_uri": run.data.tags.get("semisep.model_uri", ""),
                         "best_step": int(m.get("best_step", 0)),
                         "val_sdr": float(m.get("best_val_sdr", float("nan"))),
                         "val_loss": float(m.get("best_val_loss", float("nan")))}
-    missing = [a["label"] for a in arms(cfg) if a["label"] not in found or not found[a["label"]]["model_uri"]]
+    missing = [p["label"] for p in points if p["label"] not in found or not found[p["label"]]["model_uri"]]
     if missing:
         raise SemisepError(f"trainings without a logged model: {', '.join(missing)}")
     unscored = [label for label, f in found.items() if not np.isfinite(f["val_sdr"])]
@@ -167,6 +206,23 @@ def _train_all(cfg: Config, parent: str, say=print, trial_lines: bool = True) ->
         raise SemisepError(f"trainings without a validation SDR: {', '.join(sorted(unscored))} (MLflow runs "
                            f"{', '.join(found[label]['run_id'] for label in sorted(unscored))})")
     return found
+
+
+def _pseudo_label(cfg: Config, phase: list[dict], runs: dict[str, dict], out: Path, say) -> list[dict]:
+    """Each student's pseudo-labels, by its teacher (a model of an earlier phase), in a store of its
+    own under the experiment's folder; returns the phase's points with ``pseudo_labels`` set."""
+    from semisep.evaluation.pseudo_labels import label_mixtures
+    from semisep.evaluation.registry import local_model_dir
+
+    points = []
+    for point in phase:
+        teacher = runs[point["teacher"]]
+        directory = str((out / "pseudo" / point["label"]).resolve())
+        say(f"  pseudo-labels for {point['label']} by {point['teacher']}:")
+        label_mixtures(cfg, local_model_dir(teacher["model_uri"], cfg.tracking_uri), teacher["model_uri"],
+                       teacher["run_id"], directory, say=lambda line: say(f"    {line}"))
+        points.append(point | {"pseudo_labels": directory})
+    return points
 
 
 def _split_label(label: str) -> tuple[str, int]:
@@ -202,8 +258,14 @@ def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: b
                        {"semisep.kind": "experiment", "semisep.dataset_version": ingested.dataset_version})
     mlflow = client(cfg.tracking_uri)
     try:
-        say(f"[3/4] training {len(labels)} models ({len(e.seeds)} seeds x {', '.join(e.arms)}) as Ray Tune trials")
-        runs = _train_all(cfg, parent, say, trial_lines)
+        phases = rounds(cfg, arms(cfg))
+        say(f"[3/4] training {sum(map(len, phases))} models ({len(e.seeds)} seeds x {', '.join(e.arms)}) as Ray Tune "
+            f"trials{f', in {len(phases)} phases (teachers first)' if len(phases) > 1 else ''}")
+        runs = {}
+        for k, phase in enumerate(phases, start=1):
+            if k > 1:
+                phase = _pseudo_label(cfg, phase, runs, out, say)
+            runs |= _train_all(cfg, parent, phase, k, say, trial_lines)
         models = {label: local_model_dir(runs[label]["model_uri"], cfg.tracking_uri) for label in labels}
         say(f"[4/4] museval on {', '.join(s['name'] for s in sets)}")
         rows = []

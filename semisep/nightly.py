@@ -30,8 +30,9 @@ class NightlyReport:
     failed_ingestion: bool = False
 
 
-def nightly_versions(cfg: Config, dataset_version: str) -> list:
-    """Registered nightly versions of ``mlflow.registered_model`` trained on ``dataset_version``."""
+def nightly_versions(cfg: Config, dataset_version: str, pseudo_version: str = "") -> list:
+    """Registered nightly versions of ``mlflow.registered_model`` trained on ``dataset_version``
+    (and, with pseudo-labels, on the label set ``pseudo_version``)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -46,7 +47,31 @@ def nightly_versions(cfg: Config, dataset_version: str) -> list:
         # not "no nightly model": that would train again; the registry could not be read
         raise registry_error(cfg.tracking_uri, f"the versions of {cfg.mlflow.registered_model!r}", exc) from None
     return sorted((v for v in found if v.tags.get(NIGHTLY_TAG) == "true"
-                   and v.tags.get("semisep.dataset_version") == dataset_version), key=lambda v: int(v.version))
+                   and v.tags.get("semisep.dataset_version") == dataset_version
+                   and v.tags.get("semisep.pseudo_version", "") == pseudo_version), key=lambda v: int(v.version))
+
+
+def refresh_pseudo_labels(cfg: Config, say=print) -> tuple[Config, str]:
+    """With train.pseudo > 0: label the unpaired mixtures with the current teacher (the champion by
+    default), relabelling everything when the teacher changed and only new mixtures otherwise.
+    Returns the config to train with (no pseudo-labels while there is no champion yet) and the
+    label set's version."""
+    from semisep.evaluation.pseudo_labels import label_mixtures, resolve_teacher
+    from semisep.pipeline.errors import SemisepError
+
+    if cfg.train.pseudo <= 0:
+        return cfg, ""
+    try:
+        teacher, model_dir, run_id = resolve_teacher(cfg)
+    except SemisepError as exc:
+        if "has no champion" not in str(exc):
+            raise
+        say(f"  no champion to pseudo-label with yet: training this night without pseudo-labels ({exc})")
+        plain = Config.from_dict(cfg.to_dict())
+        plain.train.pseudo = 0.0
+        return plain, ""
+    report = label_mixtures(cfg, model_dir, teacher, run_id, say=lambda line: say(f"  {line}"))
+    return cfg, report.version
 
 
 def nightly(cfg: Config, say=print) -> NightlyReport:
@@ -67,8 +92,9 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
             f"data.max_failed_share={cfg.data.max_failed_share}); fix or remove them, then rerun")
         return report
 
+    cfg, pseudo_version = refresh_pseudo_labels(cfg, say)
     version = ingested.dataset_version
-    existing = nightly_versions(cfg, version)
+    existing = nightly_versions(cfg, version, pseudo_version)
     gated = [v for v in existing if v.tags.get(TAG + "decision")]
     if gated:
         v = gated[-1]

@@ -67,7 +67,8 @@ class Pool:
         return {"position": self.position}
 
 
-SALTS = {"paired": 0, "mixture": 7, "vocals": 14, "accompaniment": 21, "remix_vocals": 28, "remix_accompaniment": 35}
+SALTS = {"paired": 0, "mixture": 7, "vocals": 14, "accompaniment": 21, "remix_vocals": 28, "remix_accompaniment": 35,
+         "pseudo": 42}
 
 
 def memory_pools(streams: dict[str, dict[str, torch.Tensor]], remix: bool, seed: int,
@@ -102,15 +103,17 @@ class Batches:
     """
 
     def __init__(self, pools: dict, batch_size: int, seed: int, gain_db=(0.0, 0.0),
-                 remix: float = 0.0, adversarial_paired: float = 0.0, device="cpu", count: int = 0):
+                 remix: float = 0.0, adversarial_paired: float = 0.0, device="cpu", count: int = 0,
+                 pseudo: float = 0.0):
         self.pools, self.batch_size, self.seed = pools, batch_size, seed
         self.gain_db, self.remix, self.adversarial_paired = tuple(gain_db), remix, adversarial_paired
+        self.pseudo = pseudo
         self.device, self.count = device, count
 
     @classmethod
     def from_sources(cls, pools: dict, cfg, batch_size: int, seed: int, count: int = 0, device="cpu") -> "Batches":
         t = cfg.train
-        return cls(pools, batch_size, seed, t.gain_db, t.remix, t.adversarial_paired, device, count)
+        return cls(pools, batch_size, seed, t.gain_db, t.remix, t.adversarial_paired, device, count, t.pseudo)
 
     @classmethod
     def from_arrays(cls, streams: dict[str, dict[str, torch.Tensor]], cfg, batch_size: int, seed: int,
@@ -134,15 +137,20 @@ class Batches:
 
     def supervised(self) -> Batch:
         """mixture, vocals, accompaniment log-magnitudes (batch, F, T): paired rows, a ``remix``
-        share of remixed rows, every source gained."""
+        share of remixed rows, a ``pseudo`` share of pseudo-labelled mixtures (the teacher's stems
+        as targets), every source gained."""
         gen, n = self._generator(), self.batch_size
         n_remix = int(round(self.remix * n)) if self.remix > 0 else 0
-        paired = self._to_device(self.pools["paired"].take(n - n_remix))
+        n_pseudo = int(round(self.pseudo * n)) if self.pseudo > 0 else 0
+        paired = self._to_device(self.pools["paired"].take(n - n_remix - n_pseudo))
         vocals, acc = paired["vocals"], paired["accompaniment"]
         if n_remix:
             vocals = torch.cat([vocals, self._to_device(self.pools["remix_vocals"].take(n_remix))["vocals"]])
             acc = torch.cat([acc, self._to_device(self.pools["remix_accompaniment"].take(n_remix))["accompaniment"]])
-        if self.gain_db != (0.0, 0.0) or n_remix:
+        if n_pseudo:
+            labelled = self._to_device(self.pools["pseudo"].take(n_pseudo))
+            vocals, acc = torch.cat([vocals, labelled["vocals"]]), torch.cat([acc, labelled["accompaniment"]])
+        if self.gain_db != (0.0, 0.0) or n_remix or n_pseudo:
             vocals = vocals * _gains(gen, n, self.gain_db, self.device)
             acc = acc * _gains(gen, n, self.gain_db, self.device)
             mixture = vocals + acc
@@ -162,8 +170,8 @@ class Batches:
         out = {}
         for role in ("mixture", *SOURCES):
             parts = []
-            if n - n_paired:
-                parts.append(self.pools[role].take(n - n_paired)[role])
+            if n - n_paired:  # a role without unpaired audio (mixtures only): its real examples are paired stems
+                parts.append((self.pools[role] if role in self.pools else self.pools["paired"]).take(n - n_paired)[role])
             if n_paired:
                 parts.append(self.pools["paired"].take(n_paired)[role])
             planes = (torch.cat(parts) if len(parts) > 1 else parts[0]).to(self.device, non_blocking=True)

@@ -2,9 +2,11 @@
 worker draws its batches from.
 
 Training streams: ``paired`` (mixture, vocals, accompaniment), the unpaired ``mixture``, ``vocals``
-and ``accompaniment``, and for remixing ``remix_vocals`` / ``remix_accompaniment`` (every vocal and
-every accompaniment excerpt the data has: the paired songs' stems and the unpaired solo
-recordings). The validation split (``valid``) is read into memory on the worker that validates.
+and ``accompaniment`` (those of ``train.unpaired_roles``), for remixing ``remix_vocals`` /
+``remix_accompaniment`` (every vocal and every accompaniment excerpt the data has: the paired
+songs' stems and the unpaired solo recordings), and ``pseudo`` (a teacher's separations of the
+unpaired mixtures: the pseudo-label store, with ``train.pseudo`` > 0). The validation split
+(``valid``) is read into memory on the worker that validates.
 
 ``train.reader``:
 
@@ -28,6 +30,7 @@ import torch
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
 from semisep.pipeline.manifest import read_manifest, shards_in_use
+from semisep.pipeline.pseudo_store import pseudo_dir, read_pseudo_manifest
 from semisep.pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
 from semisep.training.batches import SALTS, memory_pools
 from semisep.training.stream import ShardStream, StreamFiles, initial_state, resplit
@@ -50,18 +53,18 @@ def stream_files(cfg: Config) -> dict[str, StreamFiles]:
     out = {"paired": files(paired[paired.split == "train"], SOURCE_COLUMNS),
            "valid": files(paired[paired.split == "valid"], SOURCE_COLUMNS)}
     for role in SOURCE_COLUMNS:
-        out[role] = files(ok[(ok.role == role) & (ok.split == "train")], [role])
+        used = ok[(ok.role == role) & (ok.split == "train")] if role in cfg.train.unpaired_roles else ok.iloc[:0]
+        out[role] = files(used, [role])
     if not out["paired"].paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no paired training shards; ingest a paired corpus with a train split")
     if not out["valid"].paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no validation shards; give a paired corpus a 'valid' split")
-    if cfg.train.semi_supervised:
-        missing = [r for r in SOURCE_COLUMNS if not out[r].paths]
-        if missing:
-            raise SemisepError(
-                f"{cfg.data.shards_dir}: semi-supervised training needs unpaired train shards for "
-                f"{', '.join(missing)}; ingest an unpaired corpus or set train.alpha=0 train.beta=0"
-            )
+    if cfg.train.semi_supervised and not out["mixture"].paths:
+        raise SemisepError(
+            f"{cfg.data.shards_dir}: semi-supervised training needs unpaired mixtures (train.unpaired_roles="
+            f"{cfg.train.unpaired_roles}); ingest an unpaired corpus or set train.alpha=0 train.beta=0")
+    if cfg.train.pseudo > 0:
+        out["pseudo"] = pseudo_files(cfg)
     for source in ("vocals", "accompaniment"):
         both = (out["paired"], out[source])
         out[f"remix_{source}"] = StreamFiles(sum((f.paths for f in both), ()), sum((f.rows for f in both), ()),
@@ -72,15 +75,27 @@ def stream_files(cfg: Config) -> dict[str, StreamFiles]:
     return out
 
 
+def pseudo_files(cfg: Config) -> StreamFiles:
+    """The pseudo-label store's shards (mixture, the teacher's vocals and accompaniment)."""
+    rows, _ = read_pseudo_manifest(pseudo_dir(cfg))
+    rows = rows[rows.excerpts > 0].sort_values("shard")
+    if not len(rows):
+        raise SemisepError(f"{pseudo_dir(cfg)}: the pseudo-label store holds no excerpts")
+    return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(SOURCE_COLUMNS))
+
+
 def needed_streams(cfg: Config, files: dict[str, StreamFiles]) -> list[str]:
-    """The training streams this run draws from: unpaired ones only for semi-supervised runs, the
-    remix streams only for remix runs."""
+    """The training streams this run draws from: unpaired ones only for semi-supervised runs (the
+    critics' real examples come from the paired stems where a role has no unpaired audio), the
+    remix streams only for remix runs, pseudo-labels only with train.pseudo > 0."""
     t = cfg.train
     out = ["paired"]
     if t.semi_supervised:
         out += [s for s in SOURCE_COLUMNS if files[s].paths]
     if t.remix > 0:
         out += list(REMIX)
+    if t.pseudo > 0:
+        out.append("pseudo")
     return out
 
 
@@ -115,7 +130,7 @@ def training_sources(cfg: Config, rank: int = 0, world: int = 1, saved: dict | N
     if cfg.train.reader == "memory":
         roles = [s for s in SOURCE_COLUMNS if files[s].paths] if cfg.train.semi_supervised or cfg.train.remix > 0 else []
         arrays = {}
-        for name in ["paired", *roles]:
+        for name in ["paired", *roles, *(["pseudo"] if "pseudo" in names else [])]:
             arrays[name] = read_stream(list(files[name].paths), list(files[name].columns), cfg, rank, world)
             if not len(next(iter(arrays[name].values()))):
                 raise SemisepError(f"training stream {name!r} has no rows for worker {rank} of {world}: "

@@ -26,8 +26,9 @@ def git_commit() -> str:
 
 
 def run_kind(cfg) -> str:
-    """supervised, supervised+remix, semi-supervised or semi-supervised+remix."""
-    kind = "semi-supervised" if cfg.train.semi_supervised else "supervised"
+    """supervised, supervised+remix, semi-supervised or semi-supervised+remix; self-training(+remix)
+    when pseudo-labels are in the batches."""
+    kind = "semi-supervised" if cfg.train.semi_supervised else "self-training" if cfg.train.pseudo > 0 else "supervised"
     return kind + ("+remix" if cfg.train.remix > 0 else "")
 
 
@@ -35,7 +36,7 @@ def run_tags(cfg, dataset_version: str) -> dict[str, str]:
     """The provenance tags every training run (and sweep trial) carries, copied to registered versions."""
     return {"semisep.dataset_version": dataset_version, "semisep.git_commit": git_commit(),
             "semisep.config_hash": cfg.hash(), "semisep.transform_hash": cfg.transform.hash(),
-            "semisep.kind": run_kind(cfg)}
+            "semisep.kind": run_kind(cfg)} | pseudo_lineage(cfg)
 
 
 def client(tracking_uri: str):
@@ -170,6 +171,38 @@ def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str
     dataset = Dataset(name="semisep-shards", digest=version, source_type="local", source=json.dumps({"uri": manifest_path}),
                       profile=json.dumps(summary))
     client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+
+def pseudo_lineage(cfg) -> dict[str, str]:
+    """A student's tags: the teacher whose pseudo-labels it learns from, and the label set's
+    version (empty without train.pseudo). Copied to registered versions like the other semisep tags."""
+    if cfg.train.pseudo <= 0:
+        return {}
+    from semisep.pipeline.pseudo_store import read_pseudo_manifest, pseudo_dir
+
+    _, info = read_pseudo_manifest(pseudo_dir(cfg))
+    return {"semisep.teacher": info.get("teacher", ""), "semisep.pseudo_version": info.get("version", ""),
+            "semisep.pseudo_labels": pseudo_dir(cfg)}
+
+
+def log_pseudo_labels(cfg, run_id: str) -> None:
+    """Record the pseudo-label store as a training input of the run (digest = its version, the
+    teacher in its source and a tag): the student names the teacher model version it learned from."""
+    if cfg.train.pseudo <= 0:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from semisep.pipeline.pseudo_store import MANIFEST, read_pseudo_manifest, pseudo_dir
+    from semisep.pipeline.storage import join
+
+    rows, info = read_pseudo_manifest(pseudo_dir(cfg))
+    dataset = Dataset(name="semisep-pseudo-labels", digest=info.get("version", ""), source_type="local",
+                      source=json.dumps({"uri": join(pseudo_dir(cfg), MANIFEST), "teacher": info.get("teacher", "")}),
+                      profile=json.dumps({"mixtures": len(rows), "excerpts": int(rows.excerpts.sum())}))
+    client(cfg.tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [
+        InputTag("mlflow.data.context", "training"), InputTag("semisep.teacher", info.get("teacher", ""))])])
 
 
 def run_description(cfg, result) -> str:

@@ -23,7 +23,8 @@ from semisep.pipeline.manifest import MANIFEST, read_manifest
 from semisep.pipeline.ray_session import ensure_ray
 from semisep.training.checkpoint import META, STATE, safe_load, save_model
 from semisep.training.data import stream_files
-from semisep.training.tracking import client, describe_run, log_dataset, run_kind, run_tags, start_run
+from semisep.training.tracking import (
+    client, describe_run, log_dataset, log_pseudo_labels, run_kind, run_tags, start_run)
 from semisep.training.worker import train_loop_per_worker
 
 
@@ -75,6 +76,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
         run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
         log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
                     {s: len(f.paths) for s, f in files.items()} | {"files": len(manifest)})
+        log_pseudo_labels(cfg, run_id)
     except Exception as exc:  # noqa: BLE001 - no run to train into
         raise SemisepError(f"MLflow tracking server {cfg.tracking_uri}: cannot start the run "
                            f"({' '.join(str(exc).split())[:200]}); nothing was trained") from None

@@ -47,7 +47,8 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     from semisep.training.data import load_training_data
     from semisep.training.early_stopping import new_best
     from semisep.training.step import build_models
-    from semisep.training.tracking import MetricLogger, run_kind, run_tags, start_run, use_mlflow_environment
+    from semisep.training.tracking import (
+        MetricLogger, log_pseudo_labels, run_kind, run_tags, start_run, use_mlflow_environment)
     from semisep.training.worker import make_batches, reseed, run
 
     cfg = Config.from_dict(cfg)
@@ -68,6 +69,7 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(),
                        run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,
                                                  "semisep.sweep": config["sweep"]})
+    log_pseudo_labels(cfg, run_id)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(max(1, int(t.cpus_per_worker)))
     sources, valid = load_training_data(cfg)

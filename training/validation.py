@@ -67,6 +67,13 @@ def _batches(valid: ValidationSet, batch_size: int, device) -> list[tuple[dict, 
     return out
 
 
+def soft_mask(est: torch.Tensor) -> torch.Tensor:
+    """The separator's log-magnitude estimates (b, 2, F, T) -> the vocals' soft mask V / (V + A),
+    (b, 1, F, T): what ``semisep separate`` applies to the mixture's STFT."""
+    mag = torch.expm1(est.float()).clamp_min(0)
+    return (mag[:, 0] / (mag[:, 0] + mag[:, 1] + 1e-8)).unsqueeze(1)
+
+
 @torch.no_grad()
 def validate(separator, valid: ValidationSet, batch_size: int, device="cpu") -> dict[str, float]:
     """val_loss (L_s), val_sdr (= vocals), val_sdr_vocals and val_sdr_accompaniment over the split."""
@@ -78,9 +85,7 @@ def validate(separator, valid: ValidationSet, batch_size: int, device="cpu") -> 
     for part, mix_log, truth, energy in _batches(valid, batch_size, device):
         est = separator(mix_log).float()  # (b, 2, F, T) log-magnitudes
         sq_err += float(((est - truth) ** 2).sum())
-        mag = torch.expm1(est).clamp_min(0)
-        mask = (mag[:, 0] / (mag[:, 0] + mag[:, 1] + 1e-8)).unsqueeze(1)  # (b, 1, F, T) on both planes
-        vocals = part["mixture"] * mask
+        vocals = part["mixture"] * soft_mask(est)  # the (b, 1, F, T) mask on both planes
         for name, est_planes, sdrs, energies in (("vocals", vocals, vocals_sdr, vocals_e),
                                                  ("accompaniment", part["mixture"] - vocals, acc_sdr, acc_e)):
             s = _sdr(part[name], est_planes, energy[name])

@@ -40,10 +40,12 @@ def test_no_difference_gives_p_one_and_a_zero_interval():
     assert r["mean"] == 0 and r.ci_low == 0 and r.ci_high == 0 and r.p_value == 1.0
 
 
-def test_comparisons_put_every_arm_against_the_baseline_and_adversarial_against_remix():
-    arms = ["supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix"]
+def test_comparisons_put_every_arm_against_the_baseline_then_against_remix():
+    arms = ["supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix", "self-training+remix"]
     assert comparisons(arms) == [("supervised+remix", "supervised"), ("semi-supervised", "supervised"),
-                                 ("semi-supervised+remix", "supervised"), ("semi-supervised+remix", "supervised+remix")]
+                                 ("semi-supervised+remix", "supervised"), ("self-training+remix", "supervised"),
+                                 ("semi-supervised", "supervised+remix"), ("semi-supervised+remix", "supervised+remix"),
+                                 ("self-training+remix", "supervised+remix")]
     assert comparisons(["supervised", "semi-supervised"]) == [("semi-supervised", "supervised")]
 
 

@@ -7,19 +7,35 @@ import pandas as pd
 import pytest
 
 from semisep.pipeline.errors import SemisepError
-from semisep.experiment import arms
+from semisep.experiment import arms, rounds
 from tests.conftest import tiny_config
 
 
 def test_arms_pair_every_seed_and_refuse_a_baseline_only_experiment(tmp_path):
     cfg = tiny_config(tmp_path, tmp_path, **{"experiment.seeds": "[4, 5]", "experiment.remix": 0.25,
-                                             "train.alpha": 0.001, "train.beta": 0.001})
-    got = [(a["label"], a["alpha"], a["remix"], a["seed"]) for a in arms(cfg)]
-    alpha = cfg.train.alpha
-    assert got == [("supervised-seed4", 0.0, 0.0, 4), ("supervised+remix-seed4", 0.0, 0.25, 4),
-                   ("semi-supervised-seed4", alpha, 0.0, 4), ("semi-supervised+remix-seed4", alpha, 0.25, 4),
-                   ("supervised-seed5", 0.0, 0.0, 5), ("supervised+remix-seed5", 0.0, 0.25, 5),
-                   ("semi-supervised-seed5", alpha, 0.0, 5), ("semi-supervised+remix-seed5", alpha, 0.25, 5)]
+                                             "experiment.pseudo": 0.125, "train.alpha": 0.001, "train.beta": 0.001})
+    got = [(a["label"], a["alpha"], a["remix"], a["pseudo"], a["seed"], a.get("teacher")) for a in arms(cfg)]
+    alpha, pseudo = cfg.train.alpha, cfg.experiment.pseudo
+    assert got == [("supervised-seed4", 0.0, 0.0, 0.0, 4, None), ("supervised+remix-seed4", 0.0, 0.25, 0.0, 4, None),
+                   ("semi-supervised-seed4", alpha, 0.0, 0.0, 4, None),
+                   ("semi-supervised+remix-seed4", alpha, 0.25, 0.0, 4, None),
+                   ("self-training+remix-seed4", 0.0, 0.125, pseudo, 4, "supervised+remix-seed4"),
+                   ("supervised-seed5", 0.0, 0.0, 0.0, 5, None), ("supervised+remix-seed5", 0.0, 0.25, 0.0, 5, None),
+                   ("semi-supervised-seed5", alpha, 0.0, 0.0, 5, None),
+                   ("semi-supervised+remix-seed5", alpha, 0.25, 0.0, 5, None),
+                   ("self-training+remix-seed5", 0.0, 0.125, pseudo, 5, "supervised+remix-seed5")]
+    # students train after their teachers; with two rounds the first round's students teach the second's
+    phases = rounds(cfg, arms(cfg))
+    assert [len(p) for p in phases] == [8, 2] and all(p["teacher"].startswith("supervised+remix") for p in phases[1])
+    cfg.pseudo.rounds = 2
+    phases = rounds(cfg, arms(cfg))
+    assert [[p["label"] for p in phase] for phase in phases[1:]] == [
+        ["self-training+remix-round1-seed4", "self-training+remix-round1-seed5"],
+        ["self-training+remix-seed4", "self-training+remix-seed5"]]
+    assert [p["teacher"] for p in phases[2]] == ["self-training+remix-round1-seed4", "self-training+remix-round1-seed5"]
+    cfg.experiment.arms = ["supervised", "self-training+remix"]
+    with pytest.raises(SemisepError, match="learns from 'supervised\\+remix'"):
+        arms(cfg)
     cfg.experiment.arms = ["supervised+remix", "semi-supervised"]
     with pytest.raises(SemisepError, match="'supervised' among them"):
         arms(cfg)
@@ -54,19 +70,21 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     out = capsys.readouterr().out
     for noise in ("Configuration for experiment", "View detailed results here", "tensorboard --logdir"):
         assert noise not in out  # Ray Tune's tables stay off the console; semisep's lines stay on it
-    assert out.count("best validation vocal SDR") == 8  # one progress line per training
+    assert out.count("best validation vocal SDR") == 10  # one progress line per training
+    assert out.count("pseudo-labels for self-training+remix") == 2  # by each seed's supervised+remix model
     for column in ("vocals median", "vocals mean", "accompaniment median", "accompaniment mean", "per-seed differences",
                    "mean difference", "95% CI", "Wilcoxon p", "Chosen on validation:", "Spearman"):
         assert column in out
-    methods = ["supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix", "oracle_irm", "repet_sim",
-               "mixture"]
+    methods = ["supervised", "supervised+remix", "semi-supervised", "semi-supervised+remix", "self-training+remix",
+               "oracle_irm", "repet_sim", "mixture"]
     for test_set in ("out-of-domain", "in-domain"):
         for method in methods:
             assert any(line.startswith(f"| {test_set} | {method} |") for line in out.splitlines()), (test_set, method)
     differences = [line for line in out.splitlines() if line.startswith("| out-of-domain | vocals |")]
     assert [line.split("|")[3].strip() for line in differences] == [
         "supervised+remix - supervised", "semi-supervised - supervised", "semi-supervised+remix - supervised",
-        "semi-supervised+remix - supervised+remix"]
+        "self-training+remix - supervised", "semi-supervised - supervised+remix",
+        "semi-supervised+remix - supervised+remix", "self-training+remix - supervised+remix"]
     assert all(len(line.split("|")[4].split(",")) == 2 for line in differences)  # one difference per seed
 
     result_dir = work / "experiment" / "experiment"
@@ -76,7 +94,7 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     assert learned.groupby(["test_set", "method", "seed", "target"]).track.nunique().eq(3).all()
     assert np.isfinite(scores.sdr).all()
     validation = pd.read_csv(result_dir / "validation.csv")
-    assert len(validation) == 8 and np.isfinite(validation.val_sdr).all()
+    assert len(validation) == 10 and np.isfinite(validation.val_sdr).all()
     for png in ("improvement.png", "vocals_per_track.png"):
         assert (result_dir / png).stat().st_size > 10_000
 
@@ -88,10 +106,17 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     assert parent[0].data.tags["semisep.chosen_on_validation"] in methods
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'")
     names = sorted(r.info.run_name for r in children)
-    assert names == sorted(f"experiment-{m}-seed{s}" for m in methods[:4] for s in (0, 1))
+    assert names == sorted(f"experiment-{m}-seed{s}" for m in methods[:5] for s in (0, 1))
     assert all("test_in-domain_vocals_SDR_median" in r.data.metrics for r in children)
     # the baseline trained without critics or remix, the others with theirs
     kinds = {r.info.run_name: r.data.tags["semisep.kind"] for r in children}
     assert kinds["experiment-supervised-seed0"] == "supervised"
     assert kinds["experiment-supervised+remix-seed1"] == "supervised+remix"
     assert kinds["experiment-semi-supervised+remix-seed1"] == "semi-supervised+remix"
+    assert kinds["experiment-self-training+remix-seed0"] == "self-training+remix"
+    # the student names its teacher: the same seed's supervised+remix model, and its label set
+    runs = {r.info.run_name: r for r in children}
+    student = runs["experiment-self-training+remix-seed1"]
+    assert student.data.tags["semisep.teacher"] == runs["experiment-supervised+remix-seed1"].data.tags["semisep.model_uri"]
+    inputs = {d.dataset.name: d.dataset for d in client.get_run(student.info.run_id).inputs.dataset_inputs}
+    assert inputs["semisep-pseudo-labels"].digest == student.data.tags["semisep.pseudo_version"]

@@ -144,3 +144,29 @@ def test_planes_give_the_models_features():
     spec = stft(x, TransformConfig())[:256]
     planes = torch.stack([spec.real, spec.imag])
     assert torch.allclose(planes_log_magnitude(planes), features(x, TransformConfig()), atol=1e-5)
+
+
+def test_pseudo_labelled_rows_fill_their_share_and_are_remixed_with_gains():
+    """train.pseudo of each supervised batch comes from the pseudo-label pool (the teacher's stems,
+    here 50 + k and 150 + k), after the paired rows and the remixed ones; gains re-level them."""
+    streams = {"paired": {"mixture": _rows([3.0] * 6), "vocals": _rows([1.0] * 6), "accompaniment": _rows([2.0] * 6)},
+               "pseudo": {"mixture": _rows([200.0 + 2 * k for k in range(5)]), "vocals": _rows([50.0 + k for k in range(5)]),
+                          "accompaniment": _rows([150.0 + k for k in range(5)])}}
+    cfg = _cfg(remix=0.0, pseudo=0.5, **{"gain_db": "[0,0]"})
+    b = Batches.from_arrays(streams, cfg, batch_size=8, seed=0)
+    batch = b.supervised()
+    v, a, m = _values(batch["vocals"]), _values(batch["accompaniment"]), _values(batch["mixture"])
+    assert v[:4] == [1.0] * 4 and sorted(v[4:]) == sorted(set(v[4:])) and set(v[4:]) <= {50.0, 51.0, 52.0, 53.0, 54.0}
+    assert all(ai == vi + 100 for vi, ai in zip(v[4:], a[4:]))  # a pseudo-label keeps the teacher's pair
+    assert all(abs(mi - (vi + ai)) < 0.5 for mi, vi, ai in zip(m, v, a))
+    gained = Batches.from_arrays(streams, _cfg(pseudo=0.5, **{"gain_db": "[-6,6]"}), batch_size=8, seed=0).supervised()
+    ratios = np.array(_values(gained["accompaniment"])[4:]) / np.array(_values(gained["vocals"])[4:])
+    assert len(set(np.round(ratios, 3))) == 4  # each pseudo row re-levelled on its own
+
+
+def test_without_unpaired_solo_recordings_the_critics_real_examples_are_paired_stems():
+    streams = {"paired": {"mixture": _const(3.0, 6), "vocals": _const(1.0, 6), "accompaniment": _const(2.0, 6)},
+               "mixture": {"mixture": _const(30.0, 6)}}
+    b = Batches.from_arrays(streams, _cfg(**{"gain_db": "[0,0]"}), batch_size=4, seed=0).unsupervised()
+    assert _values(b["mixture"]) == [30.0] * 4  # the unpaired mixtures
+    assert _values(b["vocals"]) == [1.0] * 4 and _values(b["accompaniment"]) == [2.0] * 4

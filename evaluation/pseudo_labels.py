@@ -1,0 +1,185 @@
+"""Pseudo-labels: a teacher separates the unpaired mixtures; its estimates become training pairs.
+
+Noisy self-training (Wang, Giri, Isik, Valin, Krishnaswamy, ICASSP 2021, arXiv 2102.07961): a
+teacher trained on the labelled songs separates the unlabelled mixtures, and a student learns from
+the labelled songs and the pseudo-labelled mixtures together, with noise (here the random source
+gains every batch gets, which also re-level the teacher's stems against each other).
+
+``label_mixtures`` runs as Ray tasks, one per unpaired mixture shard: the teacher's soft mask on
+each excerpt's STFT (the mask ``semisep separate`` applies, training/validation.py's
+``soft_mask``): vocals = mask x mixture, accompaniment = mixture - vocals, so the two add up to
+the mixture exactly. A confidence filter keeps ``pseudo.keep`` of each song's excerpts, those
+whose mask is most decided (energy-weighted mean of |2m - 1|: 1 where every bin is one source's).
+The shards and a manifest with the teacher's lineage go to the pseudo-label store
+(pipeline/pseudo_store.py); a shard whose source and teacher are unchanged is kept, so new
+mixtures cost only their own labelling, and a new teacher relabels everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from semisep.pipeline import storage
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.manifest import read_manifest, shards_in_use
+from semisep.pipeline.pseudo_store import (
+    COLUMNS, pseudo_dir, pseudo_version, read_pseudo_manifest, write_pseudo_manifest)
+
+
+@dataclass
+class PseudoReport:
+    directory: str
+    teacher: str
+    version: str
+    shards: int
+    labelled: int  # shards labelled by this run (the rest were kept)
+    excerpts: int  # rows kept in all
+    source_excerpts: int
+
+
+def confidence(mixture: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per excerpt: the mixture-magnitude-weighted mean of |2m - 1|. mixture: (n, 2, F, T) planes,
+    mask: (n, 1, F, T) -> (n,)."""
+    weight = np.sqrt((mixture.astype(np.float64) ** 2).sum(axis=1))
+    decided = np.abs(2 * mask[:, 0].astype(np.float64) - 1)
+    return (weight * decided).sum(axis=(1, 2)) / np.maximum(weight.sum(axis=(1, 2)), 1e-12)
+
+
+def teacher_labels(separator, mixture: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vocals, accompaniment, confidence) for mixture planes (n, 2, F, T), in float32."""
+    import torch
+
+    from semisep.pipeline.spectrogram import planes_log_magnitude
+    from semisep.training.validation import soft_mask
+
+    vocals, conf = [], []
+    with torch.no_grad():
+        for i in range(0, len(mixture), batch):
+            mix = torch.from_numpy(mixture[i:i + batch]).float()
+            mask = soft_mask(separator(planes_log_magnitude(mix)))
+            vocals.append((mix * mask).numpy())
+            conf.append(confidence(mix.numpy(), mask.numpy()))
+    voc = np.concatenate(vocals)
+    return voc, mixture.astype(np.float32) - voc, np.concatenate(conf)
+
+
+def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: dict, keep: float) -> dict:
+    """Separate one unpaired mixture shard with the teacher and write the kept excerpts to ``dest``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from semisep.pipeline.config import ModelConfig
+    from semisep.pipeline.shards import check_shard, decode_column, write_rows
+    from semisep.training.separator import UNet
+
+    cfg = Config.from_dict(cfg_dict)
+    torch.set_num_threads(1)
+    mc = ModelConfig(**model_cfg)
+    separator = UNet(mc.depth, mc.base_channels, mc.dropout)
+    separator.load_state_dict(state)
+    separator.eval()
+    dtype = check_shard(source, cfg.transform, cfg.data.excerpt_frames)
+    fs, inner = storage.resolve(source)
+    table = pq.read_table(inner, columns=["track_id", "corpus", "start_frame", "mixture"], filesystem=fs)
+    mixture = decode_column(table.column("mixture"), cfg.transform.freq_bins, cfg.data.excerpt_frames, dtype, source)
+    vocals, accompaniment, conf = teacher_labels(separator, mixture)
+    n_keep = max(1, int(round(keep * len(conf))))
+    kept = np.sort(np.argsort(-conf, kind="stable")[:n_keep])  # the most decided excerpts, in time order
+    starts = [int(s) for s in np.asarray(table.column("start_frame"))[kept]]
+    track = table.column("track_id")[0].as_py()
+    write_rows(dest, {"track_id": track, "corpus": table.column("corpus")[0].as_py(), "split": "train", "role": "pseudo"},
+               {"mixture": mixture[kept], "vocals": vocals[kept], "accompaniment": accompaniment[kept]}, starts,
+               cfg.transform, cfg.data.excerpt_frames, dtype,
+               extra={"confidence": pa.array(conf[kept].astype(np.float32), pa.float32())})
+    return {"source_shard": source, "corpus": table.column("corpus")[0].as_py(), "track_id": track, "shard": dest,
+            "excerpts": len(kept), "source_excerpts": len(conf)}
+
+
+def resolve_teacher(cfg: Config, spec: str | None = None) -> tuple[str, str, str]:
+    """(teacher id, local model folder, its training run id) for ``spec`` (default pseudo.teacher):
+    ``champion`` is the registry's champion, named by its version (``models:/<name>/<version>``) so
+    the labels' lineage survives the alias moving on; any other spec is a model URI or folder."""
+    from semisep.evaluation.registry import is_absent, local_model_dir, registry_error
+
+    spec = spec or cfg.pseudo.teacher
+    if spec == "champion":
+        from mlflow import MlflowClient
+
+        name = cfg.mlflow.registered_model
+        try:
+            version = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(name, "champion")
+        except Exception as exc:  # noqa: BLE001
+            if is_absent(exc):
+                raise SemisepError(f"pseudo.teacher=champion: {name!r} has no champion in {cfg.tracking_uri} yet; "
+                                   "promote a model first, or name one (--teacher)") from None
+            raise registry_error(cfg.tracking_uri, f"the champion of {name!r}", exc) from None
+        spec, run_id = f"models:/{name}/{version.version}", version.run_id or ""
+    elif ":/" in spec:
+        run_id = spec.split("/")[1] if spec.startswith("runs:/") else ""
+    else:  # a folder: named by its absolute path
+        spec, run_id = os.path.abspath(spec), ""
+    return spec, local_model_dir(spec, cfg.tracking_uri), run_id
+
+
+def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: str = "", directory: str | None = None,
+                   say=print) -> PseudoReport:
+    """Pseudo-label every unpaired mixture shard of the store with the model in ``model_dir``
+    (``teacher`` names it: a registry URI, ``runs:/...`` or the folder) into ``directory``
+    (default: the pseudo-label store, ``train.pseudo_labels`` or ``<data.store>/pseudo``)."""
+    import ray
+
+    from semisep.pipeline.ray_session import ensure_ray
+    from semisep.training.checkpoint import load_model
+
+    directory = storage.normalize(directory) if directory else pseudo_dir(cfg)
+    manifest, _ = read_manifest(cfg.data.shards_dir)
+    ok = shards_in_use(manifest)
+    sources = sorted(ok[(ok.role == "mixture") & (ok.split == "train")].shard)
+    if not sources:
+        raise SemisepError(f"{cfg.data.shards_dir}: no unpaired mixtures to pseudo-label; ingest a corpus with "
+                           "unpaired mixtures (a folder corpus's mixture/ or a multitrack corpus with use: unpaired)")
+    model, transform, meta = load_model(model_dir)
+    cfg.transform.check_same(transform, f"teacher {teacher}")
+    keep = cfg.pseudo.keep
+    before, info = read_pseudo_manifest(directory, missing_ok=True)
+    same_teacher = info.get("teacher") == teacher
+    reuse = {r.source_shard: r._asdict() for r in before.itertuples(index=False)
+             if same_teacher and r.keep == keep and storage.exists(r.shard)} if len(before) else {}
+    tag = hashlib.sha256(teacher.encode()).hexdigest()[:10]
+    todo = [s for s in sources if s not in reuse]
+    rows = [reuse[s] for s in sources if s in reuse]
+    version = pseudo_version(teacher, keep, sources)
+    if not todo and info.get("version") == version and len(before) == len(sources):
+        report = PseudoReport(directory, teacher, version, len(before), 0, int(before.excerpts.sum()),
+                              int(before.source_excerpts.sum()))
+        say(f"pseudo-labels by {teacher}: up to date ({report.shards} mixtures, {report.excerpts} excerpts); "
+            f"version {version}")
+        return report
+    if todo:
+        ensure_ray(cfg)
+        state = ray.put({k: v.cpu() for k, v in model.state_dict().items()})
+        task = ray.remote(num_cpus=1)(label_shard)
+        dest = {s: storage.join(directory, tag, f"pseudo-{hashlib.sha256(os.path.basename(s).encode()).hexdigest()[:16]}.parquet")
+                for s in todo}
+        refs = [task.remote(s, dest[s], state, meta["model"], cfg.shipped().to_dict(), keep) for s in todo]
+        rows += ray.get(refs)
+    table = pd.DataFrame(rows)
+    table["teacher"], table["teacher_run_id"], table["keep"] = teacher, teacher_run_id, keep
+    table = table.sort_values("source_shard").reset_index(drop=True)[list(COLUMNS)]
+    write_pseudo_manifest(table, directory, teacher, version)
+    stale = set(before.shard) - set(table.shard) if len(before) else set()
+    for shard in stale:  # the old teacher's labels, once the new manifest is in place
+        if storage.exists(shard):
+            storage.delete(shard)
+    report = PseudoReport(directory, teacher, version, len(table), len(todo), int(table.excerpts.sum()),
+                          int(table.source_excerpts.sum()))
+    say(f"pseudo-labels by {teacher}: {report.shards} mixtures ({report.labelled} labelled now), "
+        f"{report.excerpts} of {report.source_excerpts} excerpts kept (pseudo.keep {keep:g}); version {version}")
+    return report

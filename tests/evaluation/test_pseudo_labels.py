@@ -1,0 +1,94 @@
+"""Pseudo-labels: the teacher's separations add up to the mixtures, the confidence filter keeps the
+most decided excerpts, the teacher is recorded, and the nightly step relabels only for a new champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from semisep.pipeline.config import Config
+
+pytestmark = pytest.mark.slow
+
+
+def _decode(shard, column, cfg):
+    from semisep.pipeline.shards import decode_column
+
+    return decode_column(pq.read_table(shard).column(column), cfg.transform.freq_bins, cfg.data.excerpt_frames,
+                         cfg.data.dtype).astype(np.float32)
+
+
+def test_labels_add_up_to_the_mixtures_keep_the_most_decided_excerpts_and_name_the_teacher(trained, tmp_path):
+    from semisep.evaluation.pseudo_labels import label_mixtures, teacher_labels
+    from semisep.pipeline.manifest import read_manifest, shards_in_use
+    from semisep.pipeline.pseudo_store import read_pseudo_manifest
+    from semisep.training.checkpoint import load_model
+
+    base, results = trained
+    cfg = Config.from_dict(base.to_dict())
+    cfg.pseudo.keep = 0.5
+    model_dir = results["supervised"].model_dir
+    report = label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
+    rows, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
+    manifest, _ = read_manifest(cfg.data.shards_dir)
+    ok = shards_in_use(manifest)
+    mixtures = sorted(ok[(ok.role == "mixture") & (ok.split == "train")].shard)
+    assert sorted(rows.source_shard) == mixtures and report.labelled == len(mixtures)
+    assert info["teacher"] == "teacher-under-test" and info["version"] == report.version
+    assert set(rows.teacher) == {"teacher-under-test"} and set(rows.teacher_run_id) == {"run-1"}
+    model, _, _ = load_model(model_dir)
+    for row in rows.itertuples():
+        mixture = _decode(row.shard, "mixture", cfg)
+        vocals, accompaniment = _decode(row.shard, "vocals", cfg), _decode(row.shard, "accompaniment", cfg)
+        assert np.abs(vocals + accompaniment - mixture).max() <= 2e-2 * np.abs(mixture).max()  # float16 storage
+        assert row.excerpts == max(1, round(0.5 * row.source_excerpts)) < row.source_excerpts
+        # the kept excerpts are the ones the teacher's mask is most decided on
+        source = _decode(row.source_shard, "mixture", cfg)
+        _, _, conf = teacher_labels(model, source)
+        kept = pq.read_table(row.shard).column("confidence").to_numpy()
+        assert np.allclose(np.sort(kept), np.sort(conf)[-row.excerpts:], atol=1e-5)
+        assert kept.min() >= np.sort(conf)[-row.excerpts] - 1e-5
+
+
+def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does_not(trained, tmp_path):
+    from mlflow import MlflowClient
+
+    from semisep.evaluation.registry import log_model, register
+    from semisep.nightly import refresh_pseudo_labels
+    from semisep.pipeline.pseudo_store import pseudo_dir, read_pseudo_manifest
+    from semisep.pipeline import storage
+    from semisep.training.tracking import start_run
+
+    base, results = trained
+    cfg = Config.from_dict(base.to_dict())
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg.train.pseudo, cfg.train.pseudo_labels = 0.25, str(tmp_path / "pseudo")
+    said = []
+    plain, version = refresh_pseudo_labels(cfg, said.append)  # no champion yet: a night without pseudo-labels
+    assert plain.train.pseudo == 0 and version == "" and "no champion to pseudo-label with yet" in said[0]
+
+    client = MlflowClient(cfg.tracking_uri)
+    versions = []
+    for name in ("supervised", "semi-supervised"):
+        run_id = start_run(cfg.tracking_uri, "pseudo", name, {}, {})
+        client.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, results[name].model_dir))
+        versions.append(register(cfg.tracking_uri, cfg.mlflow.registered_model, run_id))
+    client.set_registered_model_alias(cfg.mlflow.registered_model, "champion", versions[0])
+
+    _, first = refresh_pseudo_labels(cfg, said.append)
+    rows, info = read_pseudo_manifest(pseudo_dir(cfg))
+    assert info["teacher"] == f"models:/{cfg.mlflow.registered_model}/{versions[0]}" and info["version"] == first
+    manifest = storage.join(pseudo_dir(cfg), "manifest.parquet")
+    written = {s: storage.resolve(s)[0].get_file_info(s).mtime for s in [manifest, *rows.shard]}
+
+    _, again = refresh_pseudo_labels(cfg, said.append)  # the same champion: nothing is relabelled
+    assert again == first and "up to date" in said[-1]
+    assert {s: storage.resolve(s)[0].get_file_info(s).mtime for s in written} == written
+
+    client.set_registered_model_alias(cfg.mlflow.registered_model, "champion", versions[1])
+    _, second = refresh_pseudo_labels(cfg, said.append)  # a new champion: everything relabelled
+    new_rows, info = read_pseudo_manifest(pseudo_dir(cfg))
+    assert second != first and info["teacher"] == f"models:/{cfg.mlflow.registered_model}/{versions[1]}"
+    assert not set(new_rows.shard) & set(rows.shard) and not any(storage.exists(s) for s in rows.shard)
+    assert set(new_rows.teacher_run_id) == {client.get_model_version(cfg.mlflow.registered_model, versions[1]).run_id}
