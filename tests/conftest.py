@@ -40,8 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(what: str, ready, proc: subprocess.Popen | None = None, log=None, timeout: float = 120) -> None:
-    """Poll ``ready()`` until true; fail with the log's tail if ``proc`` died or time ran out."""
+def wait_for(what: str, ready, proc: subprocess.Popen | None = None, log=None, timeout: float = 300) -> None:
+    """Poll ``ready()`` until true; fail with the log's tail if ``proc`` died or time ran out (a loaded
+    2-core machine takes over two minutes to start an MLflow server with its auth app)."""
     deadline = time.time() + timeout
     while not ready():
         if (proc is not None and proc.poll() is not None) or time.time() > deadline:
@@ -104,11 +105,15 @@ def tiny_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """One local Ray for the in-process tests; its workers start as semisep's do (WORKER_ENV)."""
     import ray
+
+    from semisep.pipeline.ray_session import WORKER_ENV
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                 runtime_env={"env_vars": {k: v for k, v in WORKER_ENV.items() if k not in os.environ}})
     yield ray
     ray.shutdown()
 

@@ -160,6 +160,7 @@ def use_mlflow_environment(cfg) -> None:
 
     for key, value in mlflow_environment(cfg).items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a worker's output is a log
 
 
 def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str, summary: dict) -> None:
