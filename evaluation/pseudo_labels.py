@@ -106,20 +106,15 @@ def resolve_teacher(cfg: Config, spec: str | None = None) -> tuple[str, str, str
     """(teacher id, local model folder, its training run id) for ``spec`` (default pseudo.teacher):
     ``champion`` is the registry's champion, named by its version (``models:/<name>/<version>``) so
     the labels' lineage survives the alias moving on; any other spec is a model URI or folder."""
-    from semisep.evaluation.registry import is_absent, local_model_dir, registry_error
+    from semisep.evaluation.registry import champion_version, local_model_dir
 
     spec = spec or cfg.pseudo.teacher
     if spec == "champion":
-        from mlflow import MlflowClient
-
         name = cfg.mlflow.registered_model
-        try:
-            version = MlflowClient(cfg.tracking_uri).get_model_version_by_alias(name, "champion")
-        except Exception as exc:  # noqa: BLE001
-            if is_absent(exc):
-                raise SemisepError(f"pseudo.teacher=champion: {name!r} has no champion in {cfg.tracking_uri} yet; "
-                                   "promote a model first, or name one (--teacher)") from None
-            raise registry_error(cfg.tracking_uri, f"the champion of {name!r}", exc) from None
+        version = champion_version(cfg.tracking_uri, name)
+        if version is None:
+            raise SemisepError(f"pseudo.teacher=champion: {name!r} has no champion in {cfg.tracking_uri} yet; "
+                               "promote a model first, or name one (--teacher)")
         spec, run_id = f"models:/{name}/{version.version}", version.run_id or ""
     elif ":/" in spec:
         run_id = spec.split("/")[1] if spec.startswith("runs:/") else ""

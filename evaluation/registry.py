@@ -127,6 +127,19 @@ def registry_error(tracking_uri: str, what: str, exc: Exception) -> SemisepError
                         "Check that the tracking server is up and reachable (mlflow.tracking_uri) and try again")
 
 
+def champion_version(tracking_uri: str, registered_model: str):
+    """The registered version the ``champion`` alias points at; None when the registry says there
+    is none; any other failure is ``registry_error``."""
+    from mlflow import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(registered_model, "champion")
+    except Exception as exc:  # noqa: BLE001 - absent or not, MLflow's error or the transport's
+        if is_absent(exc):
+            return None
+        raise registry_error(tracking_uri, f"the champion of {registered_model!r}", exc) from None
+
+
 def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None) -> str:
     """Register the separator logged by ``run_id`` as a new version of ``name``; returns the version."""
     from mlflow import MlflowClient
@@ -170,18 +183,11 @@ def local_model_dir(spec: str, tracking_uri: str | None = None) -> str:
 def default_model(tracking_uri: str, registered_model: str, workdir: str) -> tuple[str, str]:
     """(model spec, why) when no --model is given: the registry's champion, else the newest model
     folder under ``<workdir>/models``; a SemisepError with the way to get one when there is none."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     uri = f"models:/{registered_model}@champion"
     store_exists = not tracking_uri.startswith("sqlite:///") or Path(tracking_uri[len("sqlite:///"):]).is_file()
-    if store_exists:
-        try:
-            version = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(registered_model, "champion")
-            return uri, f"the registry's champion, {registered_model} version {version.version} ({tracking_uri})"
-        except MlflowException as exc:
-            if not is_absent(exc):
-                raise registry_error(tracking_uri, f"the champion of {registered_model!r}", exc) from None
+    version = champion_version(tracking_uri, registered_model) if store_exists else None
+    if version is not None:
+        return uri, f"the registry's champion, {registered_model} version {version.version} ({tracking_uri})"
     local = sorted(Path(workdir, "models").glob(f"*/{MODEL_META}"), key=lambda p: p.stat().st_mtime)
     if local:
         return str(local[-1].parent), f"the newest model in {Path(workdir, 'models')} (no champion in the registry)"
