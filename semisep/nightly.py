@@ -57,19 +57,18 @@ def refresh_pseudo_labels(cfg: Config, say=print) -> tuple[Config, str]:
     Returns the config to train with (no pseudo-labels while there is no champion yet) and the
     label set's version."""
     from semisep.evaluation.pseudo_labels import label_mixtures, resolve_teacher
-    from semisep.pipeline.errors import SemisepError
+    from semisep.evaluation.registry import champion_version
 
     if cfg.train.pseudo <= 0:
         return cfg, ""
-    try:
-        teacher, model_dir, run_id = resolve_teacher(cfg)
-    except SemisepError as exc:
-        if "has no champion" not in str(exc):
-            raise
-        say(f"  no champion to pseudo-label with yet: training this night without pseudo-labels ({exc})")
+    name = cfg.mlflow.registered_model
+    if cfg.pseudo.teacher == "champion" and champion_version(cfg.tracking_uri, name) is None:
+        say(f"  no champion to pseudo-label with yet: training this night without pseudo-labels ({name!r} "
+            f"has no champion in {cfg.tracking_uri})")
         plain = Config.from_dict(cfg.to_dict())
         plain.train.pseudo = 0.0
         return plain, ""
+    teacher, model_dir, run_id = resolve_teacher(cfg)
     report = label_mixtures(cfg, model_dir, teacher, run_id, say=lambda line: say(f"  {line}"))
     return cfg, report.version
 
