@@ -176,7 +176,9 @@ class TrainConfig:
     estimates on the validation songs, higher is better) or ``val_loss`` (L_s on them).
     ``pseudo``: share of each supervised batch made of pseudo-labelled unpaired mixtures (a
     teacher's separations, evaluation/pseudo_labels.py), from the pseudo-label store
-    ``pseudo_labels`` (default ``<data.store>/pseudo``): noisy self-training.
+    ``pseudo_labels`` (default ``<data.store>/pseudo``): noisy self-training. ``pseudo_remix``
+    (with ``pseudo`` > 0): the teacher's stems also join the remix pools, so remixes pair them
+    across songs and with the real stems.
     ``unpaired_roles``: the unpaired roles training reads (``[mixture]``: mixtures only; the
     critics then take their real examples from the paired songs' stems).
     """
@@ -211,6 +213,7 @@ class TrainConfig:
     valid_max_mib: float = 4096.0
     pseudo: float = 0.0
     pseudo_labels: str = ""
+    pseudo_remix: bool = False
     unpaired_roles: list = field(default_factory=lambda: ["mixture", "vocals", "accompaniment"])
 
     @property

@@ -72,14 +72,16 @@ SALTS = {"paired": 0, "mixture": 7, "vocals": 14, "accompaniment": 21, "remix_vo
 
 
 def memory_pools(streams: dict[str, dict[str, torch.Tensor]], remix: bool, seed: int,
-                 state: dict | None = None) -> dict[str, Pool]:
+                 state: dict | None = None, pseudo_remix: bool = False) -> dict[str, Pool]:
     """In-memory pools from streams (``paired`` and any unpaired role: column -> planes), plus the
     remix pools (every vocal and every accompaniment row: paired stems and unpaired solo
-    recordings) when ``remix``; ``state``: a ``Batches.state()``'s ``streams``."""
+    recordings, and with ``pseudo_remix`` the teacher's stems of the ``pseudo`` stream) when
+    ``remix``; ``state``: a ``Batches.state()``'s ``streams``."""
     arrays = dict(streams)
     if remix:
         for source in SOURCES:
             parts = [streams["paired"][source]] + ([streams[source][source]] if source in streams else [])
+            parts += [streams["pseudo"][source]] if pseudo_remix and "pseudo" in streams else []
             arrays[f"remix_{source}"] = {source: torch.cat(parts) if len(parts) > 1 else parts[0]}
     state = state or {}
     return {name: Pool(cols, seed * 1000 + SALTS[name], int(state.get(name, {}).get("position", 0)))
@@ -120,7 +122,7 @@ class Batches:
                     state: dict | None = None, device="cpu") -> "Batches":
         """Batches over in-memory pools (``paired`` and any unpaired role: column -> planes)."""
         state = state or {}
-        pools = memory_pools(streams, cfg.train.remix > 0, seed, state.get("streams"))
+        pools = memory_pools(streams, cfg.train.remix > 0, seed, state.get("streams"), cfg.train.pseudo_remix)
         return cls.from_sources(pools, cfg, batch_size, seed, state.get("batches", 0), device)
 
     def state(self) -> dict:

@@ -66,7 +66,7 @@ def stream_files(cfg: Config) -> dict[str, StreamFiles]:
     if cfg.train.pseudo > 0:
         out["pseudo"] = pseudo_files(cfg)
     for source in ("vocals", "accompaniment"):
-        both = (out["paired"], out[source])
+        both = (out["paired"], out[source]) + ((out["pseudo"],) if cfg.train.pseudo > 0 and cfg.train.pseudo_remix else ())
         out[f"remix_{source}"] = StreamFiles(sum((f.paths for f in both), ()), sum((f.rows for f in both), ()),
                                              (source,))
     for stream in out.values():
@@ -135,7 +135,8 @@ def training_sources(cfg: Config, rank: int = 0, world: int = 1, saved: dict | N
             if not len(next(iter(arrays[name].values()))):
                 raise SemisepError(f"training stream {name!r} has no rows for worker {rank} of {world}: "
                                    "add data or use fewer workers")
-        pools = memory_pools(arrays, cfg.train.remix > 0, cfg.train.seed * 1000 + rank, saved.get(str(rank)))
+        pools = memory_pools(arrays, cfg.train.remix > 0, cfg.train.seed * 1000 + rank, saved.get(str(rank)),
+                             pseudo_remix=cfg.train.pseudo_remix)
         return {name: pools[name] for name in names}
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="semisep-read")
     out = {}

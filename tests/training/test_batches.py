@@ -164,6 +164,30 @@ def test_pseudo_labelled_rows_fill_their_share_and_are_remixed_with_gains():
     assert len(set(np.round(ratios, 3))) == 4  # each pseudo row re-levelled on its own
 
 
+def test_pseudo_remix_pairs_the_teachers_stems_across_songs_in_the_remixed_rows():
+    """train.pseudo_remix: the remix pools also hold the teacher's stems (50 + k, 150 + k), so remixed
+    rows pair them with paired stems (1, 2) and with other songs' pseudo stems; without it the
+    remixed rows hold paired stems only."""
+    streams = {"paired": {"mixture": _rows([3.0] * 6), "vocals": _rows([1.0] * 6), "accompaniment": _rows([2.0] * 6)},
+               "pseudo": {"mixture": _rows([200.0 + 2 * k for k in range(5)]), "vocals": _rows([50.0 + k for k in range(5)]),
+                          "accompaniment": _rows([150.0 + k for k in range(5)])}}
+
+    def remixed(pseudo_remix: bool) -> list[tuple[float, float]]:
+        cfg = _cfg(remix=0.5, pseudo=0.25, pseudo_remix=pseudo_remix, **{"gain_db": "[0,0]"})
+        b = Batches.from_arrays(streams, cfg, batch_size=8, seed=0)
+        pairs = []
+        for _ in range(6):
+            batch = b.supervised()
+            pairs += list(zip(_values(batch["vocals"])[2:6], _values(batch["accompaniment"])[2:6]))
+        return pairs
+
+    assert set(remixed(False)) <= {(1.0, 2.0)}
+    pairs = remixed(True)
+    assert {v for v, _ in pairs} == {1.0, 50.0, 51.0, 52.0, 53.0, 54.0}  # every row of both pools, epoch by epoch
+    assert {a for _, a in pairs} == {2.0, 150.0, 151.0, 152.0, 153.0, 154.0}
+    assert any(v == 1.0 and a >= 150 for v, a in pairs) and any(v >= 50 and a >= 150 and a != v + 100 for v, a in pairs)
+
+
 def test_without_unpaired_solo_recordings_the_critics_real_examples_are_paired_stems():
     streams = {"paired": {"mixture": _const(3.0, 6), "vocals": _const(1.0, 6), "accompaniment": _const(2.0, 6)},
                "mixture": {"mixture": _const(30.0, 6)}}

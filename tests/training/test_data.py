@@ -51,3 +51,28 @@ def test_a_validation_split_past_the_cap_is_refused_before_it_is_read(tmp_path):
     cfg.train.valid_max_mib = 0.1  # 40 rows x 3 sources x 1 KiB = 0.12 MiB
     with pytest.raises(SemisepError, match=r"validation split has 40 excerpts in 1 shards.*train.valid_max_mib=0.1"):
         read_validation(stream_files(cfg)["valid"], cfg)
+
+
+def test_pseudo_remix_puts_the_teachers_stems_in_the_remix_streams(tmp_path):
+    """With train.pseudo > 0, train.pseudo_remix adds the pseudo-label shards (the teacher's stems) to
+    both remix streams, after the paired and unpaired ones; without it they are only the pseudo stream."""
+    from semisep.pipeline.pseudo_store import COLUMNS as PSEUDO_COLUMNS, write_pseudo_manifest
+
+    cfg = store(tmp_path, [("a", "train", "paired", "song", 3), ("a", "valid", "paired", "v", 2),
+                           ("u", "train", "vocals", "solo", 4)])
+    rng = np.random.default_rng(1)
+    spec = {c: (rng.standard_normal((16, FRAMES * 5)) + 0j).astype(np.complex64)
+            for c in ("mixture", "vocals", "accompaniment")}
+    shard = str(tmp_path / "pseudo" / "pseudo-0.parquet")
+    write_shard(shard, {"track_id": "mix", "corpus": "u", "split": "train", "role": "pseudo"}, spec,
+                list(range(0, FRAMES * 5, FRAMES)), cfg.transform, FRAMES)
+    write_pseudo_manifest(pd.DataFrame([dict(PSEUDO_COLUMNS) | {"shard": shard, "excerpts": 5, "source_excerpts": 5}]),
+                          str(tmp_path / "pseudo"), "teacher", "v1")
+    cfg.train.pseudo, cfg.train.pseudo_labels = 0.25, str(tmp_path / "pseudo")
+    plain = stream_files(cfg)
+    assert plain["pseudo"].paths == (shard,) and shard not in plain["remix_vocals"].paths + plain["remix_accompaniment"].paths
+    assert plain["remix_vocals"].total == 3 + 4 and plain["remix_accompaniment"].total == 3
+    cfg.train.pseudo_remix = True
+    mixed = stream_files(cfg)
+    assert mixed["remix_vocals"].paths[-1] == shard and mixed["remix_vocals"].total == 3 + 4 + 5
+    assert mixed["remix_accompaniment"].paths[-1] == shard and mixed["remix_accompaniment"].total == 3 + 5
