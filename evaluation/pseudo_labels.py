@@ -18,6 +18,7 @@ mixtures cost only their own labelling, and a new teacher relabels everything.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 
@@ -51,26 +52,82 @@ def confidence(mixture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (weight * decided).sum(axis=(1, 2)) / np.maximum(weight.sum(axis=(1, 2)), 1e-12)
 
 
-def teacher_labels(separator, mixture: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vocals, accompaniment, confidence) for mixture planes (n, 2, F, T), in float32."""
+def teacher_masks(separator, mixture: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The teacher's vocal soft mask (n, 1, F, T), float32, for mixture planes (n, 2, F, T)."""
     import torch
 
     from semisep.pipeline.spectrogram import planes_log_magnitude
     from semisep.training.validation import soft_mask
 
-    vocals, conf = [], []
+    masks = []
     with torch.no_grad():
         for i in range(0, len(mixture), batch):
             mix = torch.from_numpy(mixture[i:i + batch]).float()
-            mask = soft_mask(separator(planes_log_magnitude(mix)))
-            vocals.append((mix * mask).numpy())
-            conf.append(confidence(mix.numpy(), mask.numpy()))
-    voc = np.concatenate(vocals)
-    return voc, mixture.astype(np.float32) - voc, np.concatenate(conf)
+            masks.append(soft_mask(separator(planes_log_magnitude(mix))).numpy())
+    return np.concatenate(masks)
 
 
-def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: dict, keep: float) -> dict:
-    """Separate one unpaired mixture shard with the teacher and write the kept excerpts to ``dest``."""
+def teacher_labels(separator, mixture: np.ndarray, batch: int = 32, repet: np.ndarray | None = None,
+                   weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vocals, accompaniment, confidence) for mixture planes (n, 2, F, T), in float32; with
+    ``weight`` > 0 the mask is ``(1 - weight) x teacher + weight x repet`` (REPET-SIM's masks)."""
+    mask = teacher_masks(separator, mixture, batch)
+    if weight > 0:
+        mask = (1 - weight) * mask + weight * repet
+    mixture = mixture.astype(np.float32)
+    vocals = mixture * mask
+    return vocals, mixture - vocals, confidence(mixture, mask)
+
+
+def song_repet_masks(mixture: np.ndarray, starts, cfg: Config) -> np.ndarray:
+    """REPET-SIM's masks for the excerpts of one song (one shard), computed on the whole song."""
+    from semisep.evaluation.repet import excerpt_masks
+
+    return excerpt_masks(mixture, starts, cfg.transform.sample_rate, cfg.transform.hop_length)
+
+
+def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[float, float]]:
+    """The weight of ``pseudo.repet_weights`` whose blended mask separates the validation songs best
+    (validation vocal SDR, as training reports it), and every weight's figure. A weak teacher's
+    labels gain from REPET-SIM's (they err differently); a strong one's do not. One weight: no choice."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from semisep.pipeline.shards import read_excerpts
+    from semisep.training.data import validation_files
+    from semisep.training.validation import track_sdr
+
+    weights = sorted({float(w) for w in cfg.pseudo.repet_weights})
+    if len(weights) == 1:
+        return weights[0], {}
+    frames = cfg.data.excerpt_frames
+    est = {w: [] for w in weights}
+    refs, tracks = [], []
+    paths = validation_files(cfg).paths
+    if not paths:
+        raise SemisepError(f"{cfg.data.shards_dir}: no validation songs to choose pseudo.repet_weights on; give a "
+                           "paired corpus a 'valid' split or set pseudo.repet_weights to one weight")
+    for k, path in enumerate(paths):
+        fs, inner = storage.resolve(path)
+        starts = pq.read_table(inner, columns=["start_frame"], filesystem=fs).column("start_frame").to_numpy()
+        mixture = read_excerpts([path], "mixture", cfg.transform, frames).astype(np.float32)
+        model, repet = teacher_masks(separator, mixture), song_repet_masks(mixture, starts, cfg)
+        for w in weights:
+            est[w].append(torch.from_numpy(mixture * ((1 - w) * model + w * repet)))
+        refs.append(torch.from_numpy(read_excerpts([path], "vocals", cfg.transform, frames).astype(np.float32)))
+        tracks.append(torch.full((len(mixture),), k, dtype=torch.long))
+    ref, track = torch.cat(refs), torch.cat(tracks)
+    scores = {w: track_sdr(ref, torch.cat(est[w]), track) for w in weights}
+    best = max(weights, key=lambda w: (scores[w], -w))  # ties: the least REPET-SIM
+    say("teacher's mask blended with REPET-SIM's, validation vocal SDR by weight: "
+        + ", ".join(f"{w:g}: {scores[w]:.2f} dB" for w in weights) + f"; labelling with weight {best:g}")
+    return best, scores
+
+
+def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: dict, keep: float,
+                repet: float = 0.0) -> dict:
+    """Separate one unpaired mixture shard with the teacher (blended with REPET-SIM's mask at weight
+    ``repet``) and write the kept excerpts to ``dest``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -89,10 +146,12 @@ def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: 
     fs, inner = storage.resolve(source)
     table = pq.read_table(inner, columns=["track_id", "corpus", "start_frame", "mixture"], filesystem=fs)
     mixture = decode_column(table.column("mixture"), cfg.transform.freq_bins, cfg.data.excerpt_frames, dtype, source)
-    vocals, accompaniment, conf = teacher_labels(separator, mixture)
+    all_starts = np.asarray(table.column("start_frame"))
+    masks = song_repet_masks(mixture, all_starts, cfg) if repet > 0 else None
+    vocals, accompaniment, conf = teacher_labels(separator, mixture, repet=masks, weight=repet)
     n_keep = max(1, int(round(keep * len(conf))))
     kept = np.sort(np.argsort(-conf, kind="stable")[:n_keep])  # the most decided excerpts, in time order
-    starts = [int(s) for s in np.asarray(table.column("start_frame"))[kept]]
+    starts = [int(s) for s in all_starts[kept]]
     track = table.column("track_id")[0].as_py()
     write_rows(dest, {"track_id": track, "corpus": table.column("corpus")[0].as_py(), "split": "train", "role": "pseudo"},
                {"mixture": mixture[kept], "vocals": vocals[kept], "accompaniment": accompaniment[kept]}, starts,
@@ -141,16 +200,22 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
         raise SemisepError(f"{cfg.data.shards_dir}: no unpaired mixtures to pseudo-label; ingest a corpus with "
                            "unpaired mixtures (a folder corpus's mixture/ or a multitrack corpus with use: unpaired)")
     model, transform, meta = load_model(model_dir)
+    model.eval()
     cfg.transform.check_same(transform, f"teacher {teacher}")
     keep = cfg.pseudo.keep
     before, info = read_pseudo_manifest(directory, missing_ok=True)
     same_teacher = info.get("teacher") == teacher
+    grid = json.dumps(sorted({float(w) for w in cfg.pseudo.repet_weights}))
+    if same_teacher and info.get("repet_weights") == grid:  # chosen for this teacher already
+        repet, scores = float(info["repet"]), json.loads(info.get("repet_sdr", "{}"))
+    else:
+        repet, scores = choose_repet_weight(cfg, model, say)
     reuse = {r.source_shard: r._asdict() for r in before.itertuples(index=False)
-             if same_teacher and r.keep == keep and storage.exists(r.shard)} if len(before) else {}
+             if same_teacher and r.keep == keep and r.repet == repet and storage.exists(r.shard)} if len(before) else {}
     tag = hashlib.sha256(teacher.encode()).hexdigest()[:10]
     todo = [s for s in sources if s not in reuse]
     rows = [reuse[s] for s in sources if s in reuse]
-    version = pseudo_version(teacher, keep, sources)
+    version = pseudo_version(teacher, keep, sources, repet)
     if not todo and info.get("version") == version and len(before) == len(sources):
         report = PseudoReport(directory, teacher, version, len(before), 0, int(before.excerpts.sum()),
                               int(before.source_excerpts.sum()))
@@ -163,12 +228,14 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
         task = ray.remote(num_cpus=1)(label_shard)
         dest = {s: storage.join(directory, tag, f"pseudo-{hashlib.sha256(os.path.basename(s).encode()).hexdigest()[:16]}.parquet")
                 for s in todo}
-        refs = [task.remote(s, dest[s], state, meta["model"], cfg.shipped().to_dict(), keep) for s in todo]
+        refs = [task.remote(s, dest[s], state, meta["model"], cfg.shipped().to_dict(), keep, repet) for s in todo]
         rows += ray.get(refs)
     table = pd.DataFrame(rows)
-    table["teacher"], table["teacher_run_id"], table["keep"] = teacher, teacher_run_id, keep
+    table["teacher"], table["teacher_run_id"], table["keep"], table["repet"] = teacher, teacher_run_id, keep, repet
     table = table.sort_values("source_shard").reset_index(drop=True)[list(COLUMNS)]
-    write_pseudo_manifest(table, directory, teacher, version)
+    write_pseudo_manifest(table, directory, teacher, version,
+                          {"repet": str(repet), "repet_weights": grid,
+                           "repet_sdr": json.dumps({str(w): round(v, 4) for w, v in scores.items()})})
     stale = set(before.shard) - set(table.shard) if len(before) else set()
     for shard in stale:  # the old teacher's labels, once the new manifest is in place
         if storage.exists(shard):
@@ -176,5 +243,6 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     report = PseudoReport(directory, teacher, version, len(table), len(todo), int(table.excerpts.sum()),
                           int(table.source_excerpts.sum()))
     say(f"pseudo-labels by {teacher}: {report.shards} mixtures ({report.labelled} labelled now), "
-        f"{report.excerpts} of {report.source_excerpts} excerpts kept (pseudo.keep {keep:g}); version {version}")
+        f"{report.excerpts} of {report.source_excerpts} excerpts kept (pseudo.keep {keep:g}, REPET-SIM weight "
+        f"{repet:g}); version {version}")
     return report

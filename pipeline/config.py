@@ -244,11 +244,15 @@ class PseudoConfig:
     the sampled corpus's validation songs (keep 1.0: 2.48 dB vocal SDR, 0.5: 2.20, docs/results.md),
     keeps every excerpt. ``rounds``
     (``semisep experiment``): teacher -> student rounds; each round's student teaches the next.
+    ``repet_weights``: the labels' mask is ``(1 - w) x teacher + w x REPET-SIM`` (evaluation/repet.py,
+    on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
+    by the pseudo-labeller for each teacher and recorded in the store; ``[0]``: the teacher alone.
     """
 
     teacher: str = "champion"
     keep: float = 1.0
     rounds: int = 1
+    repet_weights: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
 
 @dataclass
@@ -498,6 +502,10 @@ class Config:
                                                                        self.experiment.unpaired_roles)):
             if not set(roles) <= {"mixture", "vocals", "accompaniment"}:
                 raise SemisepError(f"{key}={roles}: roles are mixture, vocals, accompaniment")
+        w = self.pseudo.repet_weights
+        if not isinstance(w, list) or not w or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                   or not 0 <= x <= 1 for x in w):
+            raise SemisepError(f"pseudo.repet_weights={w}: give a list of weights between 0 and 1, e.g. [0, 0.5]")
         if t.elastic and t.reader != "stream":
             raise SemisepError(f"train.num_workers={t.num_workers} (elastic) needs train.reader=stream: the "
                                "in-memory reader cannot re-split its rows when the number of workers changes")

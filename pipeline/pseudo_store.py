@@ -15,10 +15,11 @@ source_excerpts   int64    rows of the source shard
 teacher           string   the teacher: ``models:/<name>/<version>``, ``runs:/...`` or a folder
 teacher_run_id    string   the MLflow run that trained the teacher (empty if unknown)
 keep              float64  pseudo.keep when it was made
+repet             float64  the weight of REPET-SIM's mask in the labels (pseudo.repet_weights)
 ================  =======  ==========================================================
 
-Its metadata holds the teacher and the store's version (a hash of the teacher, ``keep`` and the
-source shards): a student's MLflow run records it as a dataset input, so a model names the
+Its metadata holds the teacher, the REPET-SIM weight with the validation figures that chose it,
+and the store's version (a hash of the teacher, ``keep``, the weight and the source shards): a student's MLflow run records it as a dataset input, so a model names the
 teacher whose labels it learned from, and the nightly job relabels when the champion changes.
 """
 
@@ -37,7 +38,8 @@ from semisep.pipeline.errors import SemisepError
 
 MANIFEST = "manifest.parquet"
 COLUMNS = {"source_shard": "", "corpus": "", "track_id": "", "shard": "", "excerpts": 0, "source_excerpts": 0,
-           "teacher": "", "teacher_run_id": "", "keep": 0.0}
+           "teacher": "", "teacher_run_id": "", "keep": 0.0,
+           "repet": 0.0}
 
 
 def pseudo_dir(cfg) -> str:
@@ -46,13 +48,14 @@ def pseudo_dir(cfg) -> str:
         storage.join(cfg.data.shards_dir, "pseudo")
 
 
-def pseudo_version(teacher: str, keep: float, sources: list[str]) -> str:
-    blob = json.dumps([teacher, keep, sorted(os.path.basename(s) for s in sources)])
+def pseudo_version(teacher: str, keep: float, sources: list[str], repet: float = 0.0) -> str:
+    blob = json.dumps([teacher, keep, sorted(os.path.basename(s) for s in sources)] + ([repet] if repet else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def read_pseudo_manifest(directory: str, missing_ok: bool = False) -> tuple[pd.DataFrame, dict]:
-    """(rows, metadata: teacher, version) of the store in ``directory``."""
+    """(rows, metadata: teacher, version, repet, repet_sdr) of the store in ``directory``; columns an
+    older store lacks get their defaults."""
     path = storage.join(directory, MANIFEST)
     if not storage.exists(path):
         if missing_ok:
@@ -62,13 +65,20 @@ def read_pseudo_manifest(directory: str, missing_ok: bool = False) -> tuple[pd.D
     fs, inner = storage.resolve(path)
     table = pq.read_table(inner, filesystem=fs)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"semisep.")}
-    return table.to_pandas(), {k.removeprefix("semisep."): v for k, v in meta.items()}
+    rows = table.to_pandas()
+    for column, default in COLUMNS.items():
+        if column not in rows:
+            rows[column] = default
+    return rows, {k.removeprefix("semisep."): v for k, v in meta.items()}
 
 
-def write_pseudo_manifest(rows: pd.DataFrame, directory: str, teacher: str, version: str) -> str:
-    """Atomically: a reader sees the old store or the new one."""
+def write_pseudo_manifest(rows: pd.DataFrame, directory: str, teacher: str, version: str,
+                          extra: dict[str, str] | None = None) -> str:
+    """Atomically: a reader sees the old store or the new one. ``extra``: more metadata (strings)."""
     path = storage.join(directory, MANIFEST)
     table = pa.Table.from_pandas(rows[list(COLUMNS)], preserve_index=False)
-    table = table.replace_schema_metadata({"semisep.teacher": teacher, "semisep.version": version})
+    meta = {"semisep.teacher": teacher, "semisep.version": version}
+    meta |= {f"semisep.{k}": v for k, v in (extra or {}).items()}
+    table = table.replace_schema_metadata(meta)
     storage.write_atomic(path, lambda fs, p: pq.write_table(table, p, filesystem=fs))
     return path

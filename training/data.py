@@ -39,22 +39,27 @@ STREAMS = ("paired", "mixture", "vocals", "accompaniment")
 REMIX = ("remix_vocals", "remix_accompaniment")
 
 
+def _files(rows, columns) -> StreamFiles:
+    rows = rows.sort_values("shard")
+    return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(columns))
+
+
+def validation_files(cfg: Config) -> StreamFiles:
+    """The validation split's shards (paired, split ``valid``), as ``stream_files`` lists them."""
+    ok = shards_in_use(read_manifest(cfg.data.shards_dir)[0])
+    return _files(ok[(ok.role == "paired") & (ok.split == "valid")], SOURCE_COLUMNS)
+
+
 def stream_files(cfg: Config) -> dict[str, StreamFiles]:
     """Shard files per stream, with their rows, from the manifest (so stale files on disk are never
     read); the first shard of each is checked against the config now, the rest as they are read."""
-    manifest, _ = read_manifest(cfg.data.shards_dir)
-    ok = shards_in_use(manifest)
-
-    def files(rows, columns) -> StreamFiles:
-        rows = rows.sort_values("shard")
-        return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(columns))
-
+    ok = shards_in_use(read_manifest(cfg.data.shards_dir)[0])
     paired = ok[ok.role == "paired"]
-    out = {"paired": files(paired[paired.split == "train"], SOURCE_COLUMNS),
-           "valid": files(paired[paired.split == "valid"], SOURCE_COLUMNS)}
+    out = {"paired": _files(paired[paired.split == "train"], SOURCE_COLUMNS),
+           "valid": _files(paired[paired.split == "valid"], SOURCE_COLUMNS)}
     for role in SOURCE_COLUMNS:
         used = ok[(ok.role == role) & (ok.split == "train")] if role in cfg.train.unpaired_roles else ok.iloc[:0]
-        out[role] = files(used, [role])
+        out[role] = _files(used, [role])
     if not out["paired"].paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no paired training shards; ingest a paired corpus with a train split")
     if not out["valid"].paths:

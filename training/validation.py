@@ -42,6 +42,13 @@ def _track_medians(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor)
     return torch.stack(medians).mean() if medians else torch.tensor(float("nan"))
 
 
+def track_sdr(ref: torch.Tensor, est: torch.Tensor, track: torch.Tensor) -> float:
+    """What validation reports for one source: per-row SDR, the median of each track's non-silent
+    rows, the mean over tracks. ref, est: (rows, 2, F, T) planes; track: (rows,) track index."""
+    energy = ref.double().pow(2).sum(dim=(1, 2, 3))
+    return float(_track_medians(_sdr(ref, est, energy), energy, track))
+
+
 CACHE_BYTES = 256 * 2**20  # per-batch inputs kept between validations when they fit in this
 
 

@@ -27,7 +27,7 @@ def test_labels_add_up_to_the_mixtures_keep_the_most_decided_excerpts_and_name_t
 
     base, results = trained
     cfg = Config.from_dict(base.to_dict())
-    cfg.pseudo.keep = 0.5
+    cfg.pseudo.keep, cfg.pseudo.repet_weights = 0.5, [0.0]  # the teacher alone (the blend: the next test)
     model_dir = results["supervised"].model_dir
     report = label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
     rows, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
@@ -49,6 +49,42 @@ def test_labels_add_up_to_the_mixtures_keep_the_most_decided_excerpts_and_name_t
         kept = pq.read_table(row.shard).column("confidence").to_numpy()
         assert np.allclose(np.sort(kept), np.sort(conf)[-row.excerpts:], atol=1e-5)
         assert kept.min() >= np.sort(conf)[-row.excerpts] - 1e-5
+
+
+def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(trained, tmp_path):
+    """pseudo.repet_weights: the pseudo-labeller scores each weight's blended mask on the validation
+    songs as training's validation does, labels with the best, and records weight and figures."""
+    from semisep.evaluation.pseudo_labels import choose_repet_weight, label_mixtures, song_repet_masks, teacher_masks
+    from semisep.pipeline.pseudo_store import read_pseudo_manifest
+    from semisep.training.checkpoint import load_model
+    from semisep.training.data import load_training_data
+    from semisep.training.validation import validate
+
+    base, results = trained
+    cfg = Config.from_dict(base.to_dict())
+    cfg.pseudo.repet_weights = [1.0, 0.0, 0.5]
+    model_dir = results["supervised"].model_dir
+    model, _, _ = load_model(model_dir)
+    model.eval()
+    said = []
+    best, scores = choose_repet_weight(cfg, model, said.append)
+    assert sorted(scores) == [0.0, 0.5, 1.0] and scores[best] == max(scores.values())
+    _, valid = load_training_data(cfg)
+    assert abs(scores[0.0] - validate(model, valid, 8)["val_sdr"]) < 1e-3  # weight 0: training's figure
+    assert len(set(round(v, 3) for v in scores.values())) == 3 and f"labelling with weight {best:g}" in said[0]
+
+    cfg.pseudo.repet_weights = [0.5]  # one weight: no choice, labels with it
+    label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
+    rows, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
+    assert set(rows.repet) == {0.5} and info["repet"] == "0.5"
+    for row in rows.itertuples():
+        starts = pq.read_table(row.source_shard).column("start_frame").to_numpy()
+        source = _decode(row.source_shard, "mixture", cfg)
+        mask = 0.5 * teacher_masks(model, source) + 0.5 * song_repet_masks(source, starts, cfg)
+        assert np.abs(_decode(row.shard, "vocals", cfg) - source * mask).max() <= 2e-2 * np.abs(source).max()
+        # not the teacher alone
+        assert np.abs(_decode(row.shard, "vocals", cfg) - source * teacher_masks(model, source)).max() > \
+            5e-2 * np.abs(source).max()
 
 
 def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does_not(trained, tmp_path):
