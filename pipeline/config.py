@@ -179,6 +179,9 @@ class TrainConfig:
     ``pseudo_labels`` (default ``<data.store>/pseudo``): noisy self-training. ``pseudo_remix``
     (with ``pseudo`` > 0): the teacher's stems also join the remix pools, so remixes pair them
     across songs and with the real stems.
+    ``init_model``: a model (folder; ``semisep train`` also takes ``models:/...`` and ``runs:/...``)
+    whose separator weights start the training instead of fresh ones: fine-tuning (same
+    architecture; the optimiser starts fresh).
     ``unpaired_roles``: the unpaired roles training reads (``[mixture]``: mixtures only; the
     critics then take their real examples from the paired songs' stems).
     """
@@ -214,6 +217,7 @@ class TrainConfig:
     pseudo: float = 0.0
     pseudo_labels: str = ""
     pseudo_remix: bool = False
+    init_model: str = ""
     unpaired_roles: list = field(default_factory=lambda: ["mixture", "vocals", "accompaniment"])
 
     @property
@@ -244,6 +248,9 @@ class PseudoConfig:
     the sampled corpus's validation songs (keep 1.0: 2.48 dB vocal SDR, 0.5: 2.20, docs/results.md),
     keeps every excerpt. ``rounds``
     (``semisep experiment``): teacher -> student rounds; each round's student teaches the next.
+    ``student`` (``semisep experiment``): the student starts from fresh weights (``scratch``, as in
+    Noisy Student) or from its teacher's (``teacher``: fine-tuning on the pseudo-labels, as
+    Band-split RNN's semi-supervised stage).
     ``repet_weights``: the labels' mask is ``(1 - w) x teacher + w x REPET-SIM`` (evaluation/repet.py,
     on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
     by the pseudo-labeller for each teacher and recorded in the store; ``[0]``: the teacher alone.
@@ -252,6 +259,7 @@ class PseudoConfig:
     teacher: str = "champion"
     keep: float = 1.0
     rounds: int = 1
+    student: str = "scratch"
     repet_weights: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
 
 
@@ -563,7 +571,7 @@ CHOICES = {
     "train.critic_input": ("raw", "level"), "train.select_on": ("val_sdr", "val_loss"),
     "train.reader": ("stream", "memory"),
     "eval.protocol": ("paper", "sigsep"), "demo.generator": ("synth", "sampled"), "tune.searcher": ("optuna", "random"),
-    "promote.split": ("gate", "valid", "test"),
+    "promote.split": ("gate", "valid", "test"), "pseudo.student": ("scratch", "teacher"),
 }
 
 

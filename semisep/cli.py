@@ -244,6 +244,10 @@ def cmd_train(args) -> int:
     from semisep.training.train import train
 
     cfg = _config(args)
+    if ":/" in cfg.train.init_model:  # a registry or run URI: the workers get its local folder
+        from semisep.evaluation.registry import local_model_dir
+
+        cfg.train.init_model = local_model_dir(cfg.train.init_model, cfg.tracking_uri)
     name = args.name or ("semi-supervised" if cfg.train.semi_supervised else "supervised")
     progress = TrainProgress(name, cfg.train.max_steps, console_mode(args.quiet))
     try:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,9 +220,16 @@ def _pseudo_label(cfg: Config, phase: list[dict], runs: dict[str, dict], out: Pa
         teacher = runs[point["teacher"]]
         directory = str((out / "pseudo" / point["label"]).resolve())
         say(f"  pseudo-labels for {point['label']} by {point['teacher']}:")
-        label_mixtures(cfg, local_model_dir(teacher["model_uri"], cfg.tracking_uri), teacher["model_uri"],
-                       teacher["run_id"], directory, say=lambda line: say(f"    {line}"))
-        points.append(point | {"pseudo_labels": directory})
+        model_dir = local_model_dir(teacher["model_uri"], cfg.tracking_uri)
+        label_mixtures(cfg, model_dir, teacher["model_uri"], teacher["run_id"], directory,
+                       say=lambda line: say(f"    {line}"))
+        init = {}
+        if cfg.pseudo.student == "teacher":  # fine-tuning: a copy beside the labels, where every trial reads it
+            init_dir = (out / "teachers" / point["teacher"]).resolve()
+            shutil.rmtree(init_dir, ignore_errors=True)
+            shutil.copytree(model_dir, init_dir)
+            init = {"init_model": str(init_dir)}
+        points.append(point | {"pseudo_labels": directory} | init)
     return points
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
 from semisep.training.critic import Critic
 from semisep.training.losses import adversarial_loss, additivity_loss, critic_loss, level_normalized, supervised_loss
 from semisep.training.separator import SOURCES, UNet
@@ -67,7 +68,20 @@ class Models:
 
 
 def build_separator(cfg: Config) -> UNet:
-    return UNet(cfg.model.depth, cfg.model.base_channels, cfg.model.dropout)
+    """The separator: fresh weights, or those of ``train.init_model`` (a model folder)."""
+    sep = UNet(cfg.model.depth, cfg.model.base_channels, cfg.model.dropout)
+    if cfg.train.init_model:
+        from semisep.training.checkpoint import load_model
+
+        model, transform, meta = load_model(cfg.train.init_model)
+        cfg.transform.check_same(transform, f"train.init_model {cfg.train.init_model}")
+        theirs = {k: meta["model"].get(k) for k in ("depth", "base_channels")}
+        if theirs != {"depth": cfg.model.depth, "base_channels": cfg.model.base_channels}:
+            raise SemisepError(f"train.init_model {cfg.train.init_model}: its separator has {theirs}, this "
+                               f"config depth={cfg.model.depth}, base_channels={cfg.model.base_channels}; "
+                               "fine-tuning needs the same architecture")
+        sep.load_state_dict(model.state_dict())
+    return sep
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
