@@ -253,14 +253,15 @@ class PseudoConfig:
     Band-split RNN's semi-supervised stage).
     ``repet_weights``: the labels' mask is ``(1 - w) x teacher + w x REPET-SIM`` (evaluation/repet.py,
     on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
-    by the pseudo-labeller for each teacher and recorded in the store; ``[0]``: the teacher alone.
+    by the pseudo-labeller for each teacher and recorded in the store. Default ``[0]``: the teacher
+    alone; ``[0, 0.25, 0.5, 0.75, 1]`` helped a weak teacher (mixtures only, docs/results.md).
     """
 
     teacher: str = "champion"
     keep: float = 1.0
     rounds: int = 1
     student: str = "scratch"
-    repet_weights: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    repet_weights: list = field(default_factory=lambda: [0.0])
 
 
 @dataclass

@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with the teacher in their manifest,\nin the pseudo-label store (train.pseudo_labels, "
                                    "default <data.store>/pseudo). Training with train.pseudo > 0\nmixes them into its "
                                    "batches and records the teacher. Unchanged mixtures keep their labels; another\n"
-                                   "teacher relabels everything. The nightly job runs this when the champion changes.")
+                                   "teacher relabels everything. The nightly job runs this when the champion changes.\n"
+                                   "With several pseudo.repet_weights, the teacher's mask is blended with REPET-SIM's at "
+                                   "the weight that\nseparates the validation songs best (each weight's figure is "
+                                   "printed), e.g.\n  semisep pseudo-label --set \"pseudo.repet_weights=[0, 0.25, 0.5, 0.75, 1]\"")
     _common(p)
     p.add_argument("--teacher", default=None, metavar="champion|MODEL",
                    help="the registry's champion (default: pseudo.teacher), or a model folder / runs:/ / models:/ URI")
