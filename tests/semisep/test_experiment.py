@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +64,9 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
                  "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3", "train.batch_size=4",
                  "train.max_steps=4", "train.val_every=2", "train.log_every=1", "train.lr=0.001", "train.n_critic=2",
                  "train.alpha=0.001", "train.beta=0.001",
+                 # the students: labels blended with REPET-SIM at the weight validation picks, their
+                 # stems remixed, fine-tuned from the teacher
+                 "pseudo.repet_weights=[0, 0.5]", "train.pseudo_remix=true", "pseudo.student=teacher",
                  "experiment.seeds=[0, 1]", "experiment.generate_demo=true", f"experiment.test_sets={sets}",
                  "demo.track_seconds=4", "demo.paired_train=2", "demo.unpaired_per_role=2", "demo.valid=1",
                  "demo.test=3", "demo.test_in_domain=3", "mlflow.experiment=exp-test", "eval.corpus=target"]
@@ -72,6 +77,7 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
         assert noise not in out  # Ray Tune's tables stay off the console; semisep's lines stay on it
     assert out.count("best validation vocal SDR") == 10  # one progress line per training
     assert out.count("pseudo-labels for self-training+remix") == 2  # by each seed's supervised+remix model
+    assert out.count("teacher's mask blended with REPET-SIM's, validation vocal SDR by weight: 0: ") == 2
     for column in ("vocals median", "vocals mean", "accompaniment median", "accompaniment mean", "per-seed differences",
                    "mean difference", "95% CI", "Wilcoxon p", "Chosen on validation:", "Spearman"):
         assert column in out
@@ -120,3 +126,13 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     assert student.data.tags["semisep.teacher"] == runs["experiment-supervised+remix-seed1"].data.tags["semisep.model_uri"]
     inputs = {d.dataset.name: d.dataset for d in client.get_run(student.info.run_id).inputs.dataset_inputs}
     assert inputs["semisep-pseudo-labels"].digest == student.data.tags["semisep.pseudo_version"]
+    # it fine-tuned its teacher (a copy of the teacher's model beside the labels) on remixed labels
+    params = student.data.params
+    assert params["train.init_model"] == str((result_dir / "teachers" / "supervised+remix-seed1").resolve())
+    assert (result_dir / "teachers" / "supervised+remix-seed1" / "model.json").is_file()
+    assert params["train.pseudo_remix"] == "True" and runs["experiment-supervised+remix-seed1"].data.params["train.init_model"] == ""
+    from semisep.pipeline.pseudo_store import read_pseudo_manifest
+
+    rows, info = read_pseudo_manifest(params["train.pseudo_labels"])
+    assert set(rows.repet) == {float(info["repet"])} and float(info["repet"]) in (0.0, 0.5)
+    assert sorted(json.loads(info["repet_sdr"])) == ["0.0", "0.5"]
