@@ -212,7 +212,9 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
         repet, scores = choose_repet_weight(cfg, model, say)
     reuse = {r.source_shard: r._asdict() for r in before.itertuples(index=False)
              if same_teacher and r.keep == keep and r.repet == repet and storage.exists(r.shard)} if len(before) else {}
-    tag = hashlib.sha256(teacher.encode()).hexdigest()[:10]
+    # a folder per label set: relabelling (another teacher, keep or weight) never writes over shards the
+    # manifest in place still lists; the old ones are deleted once the new manifest is written
+    tag = hashlib.sha256(json.dumps([teacher, keep, repet]).encode()).hexdigest()[:10]
     todo = [s for s in sources if s not in reuse]
     rows = [reuse[s] for s in sources if s in reuse]
     version = pseudo_version(teacher, keep, sources, repet)

@@ -86,6 +86,14 @@ def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(
         assert np.abs(_decode(row.shard, "vocals", cfg) - source * teacher_masks(model, source)).max() > \
             5e-2 * np.abs(source).max()
 
+    import os
+
+    cfg.pseudo.repet_weights = [0.0]  # the same teacher, another weight: a new label set beside, the old one removed
+    label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
+    again, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
+    assert set(again.repet) == {0.0} and info["repet"] == "0.0"
+    assert not set(again.shard) & set(rows.shard) and not any(os.path.exists(s) for s in rows.shard)
+
 
 def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does_not(trained, tmp_path):
     from mlflow import MlflowClient
