@@ -44,19 +44,20 @@ def _files(rows, columns) -> StreamFiles:
     return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(columns))
 
 
+def _paired(ok, split: str) -> StreamFiles:
+    return _files(ok[(ok.role == "paired") & (ok.split == split)], SOURCE_COLUMNS)
+
+
 def validation_files(cfg: Config) -> StreamFiles:
     """The validation split's shards (paired, split ``valid``), as ``stream_files`` lists them."""
-    ok = shards_in_use(read_manifest(cfg.data.shards_dir)[0])
-    return _files(ok[(ok.role == "paired") & (ok.split == "valid")], SOURCE_COLUMNS)
+    return _paired(shards_in_use(read_manifest(cfg.data.shards_dir)[0]), "valid")
 
 
 def stream_files(cfg: Config) -> dict[str, StreamFiles]:
     """Shard files per stream, with their rows, from the manifest (so stale files on disk are never
     read); the first shard of each is checked against the config now, the rest as they are read."""
     ok = shards_in_use(read_manifest(cfg.data.shards_dir)[0])
-    paired = ok[ok.role == "paired"]
-    out = {"paired": _files(paired[paired.split == "train"], SOURCE_COLUMNS),
-           "valid": _files(paired[paired.split == "valid"], SOURCE_COLUMNS)}
+    out = {"paired": _paired(ok, "train"), "valid": _paired(ok, "valid")}
     for role in SOURCE_COLUMNS:
         used = ok[(ok.role == role) & (ok.split == "train")] if role in cfg.train.unpaired_roles else ok.iloc[:0]
         out[role] = _files(used, [role])
