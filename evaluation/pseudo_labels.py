@@ -88,8 +88,9 @@ def song_repet_masks(mixture: np.ndarray, starts, cfg: Config) -> np.ndarray:
 
 def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[float, float]]:
     """The weight of ``pseudo.repet_weights`` whose blended mask separates the validation songs best
-    (validation vocal SDR, as training reports it), and every weight's figure. A weak teacher's
-    labels gain from REPET-SIM's (they err differently); a strong one's do not. One weight: no choice."""
+    (validation vocal SDR, as training reports it: the mean over songs of each song's median), and
+    every weight's figure. A weak teacher's labels gain from REPET-SIM's (they err differently); a
+    strong one's do not. One weight: no choice. One song in memory at a time."""
     import pyarrow.parquet as pq
     import torch
 
@@ -101,23 +102,21 @@ def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[
     if len(weights) == 1:
         return weights[0], {}
     frames = cfg.data.excerpt_frames
-    est = {w: [] for w in weights}
-    refs, tracks = [], []
+    per_song = {w: [] for w in weights}
     paths = validation_files(cfg).paths
     if not paths:
         raise SemisepError(f"{cfg.data.shards_dir}: no validation songs to choose pseudo.repet_weights on; give a "
                            "paired corpus a 'valid' split or set pseudo.repet_weights to one weight")
-    for k, path in enumerate(paths):
+    for path in paths:
         fs, inner = storage.resolve(path)
         starts = pq.read_table(inner, columns=["start_frame"], filesystem=fs).column("start_frame").to_numpy()
         mixture = read_excerpts([path], "mixture", cfg.transform, frames).astype(np.float32)
         model, repet = teacher_masks(separator, mixture), song_repet_masks(mixture, starts, cfg)
+        ref = torch.from_numpy(read_excerpts([path], "vocals", cfg.transform, frames).astype(np.float32))
+        song = torch.zeros(len(mixture), dtype=torch.long)
         for w in weights:
-            est[w].append(torch.from_numpy(mixture * ((1 - w) * model + w * repet)))
-        refs.append(torch.from_numpy(read_excerpts([path], "vocals", cfg.transform, frames).astype(np.float32)))
-        tracks.append(torch.full((len(mixture),), k, dtype=torch.long))
-    ref, track = torch.cat(refs), torch.cat(tracks)
-    scores = {w: track_sdr(ref, torch.cat(est[w]), track) for w in weights}
+            per_song[w].append(track_sdr(ref, torch.from_numpy(mixture * ((1 - w) * model + w * repet)), song))
+    scores = {w: float(np.nanmean(per_song[w])) for w in weights}
     best = max(weights, key=lambda w: (scores[w], -w))  # ties: the least REPET-SIM
     say("teacher's mask blended with REPET-SIM's, validation vocal SDR by weight: "
         + ", ".join(f"{w:g}: {scores[w]:.2f} dB" for w in weights) + f"; labelling with weight {best:g}")
