@@ -257,6 +257,9 @@ class PseudoConfig:
     on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
     by the pseudo-labeller for each teacher and recorded in the store. Default ``[0]``: the teacher
     alone; ``[0, 0.25, 0.5, 0.75, 1]`` helped a weak teacher (mixtures only, docs/results.md).
+    ``student_channels`` and ``student_dropout`` (``semisep experiment``): Noisy Student's larger and
+    noised student: the students' ``model.base_channels`` (0: the model section's) and
+    ``model.dropout`` (0: the model section's); every other arm keeps the model section.
     """
 
     teacher: str = "champion"
@@ -264,6 +267,8 @@ class PseudoConfig:
     rounds: int = 1
     student: str = "scratch"
     repet_weights: list = field(default_factory=lambda: [0.0])
+    student_channels: int = 0
+    student_dropout: float = 0.0
 
 
 @dataclass
@@ -517,6 +522,11 @@ class Config:
         if not isinstance(w, list) or not w or any(isinstance(x, bool) or not isinstance(x, (int, float))
                                                    or not 0 <= x <= 1 for x in w):
             raise SemisepError(f"pseudo.repet_weights={w}: give a list of weights between 0 and 1, e.g. [0, 0.5]")
+        ps = self.pseudo
+        if ps.student == "teacher" and ps.student_channels not in (0, self.model.base_channels):
+            raise SemisepError(f"pseudo.student_channels={ps.student_channels} with pseudo.student=teacher: a student "
+                               f"fine-tuned from its teacher keeps its size (model.base_channels="
+                               f"{self.model.base_channels}); set 0, or pseudo.student=scratch")
         if t.elastic and t.reader != "stream":
             raise SemisepError(f"train.num_workers={t.num_workers} (elastic) needs train.reader=stream: the "
                                "in-memory reader cannot re-split its rows when the number of workers changes")
@@ -556,7 +566,9 @@ RANGES = {
     "train.resize_interval_s": (0.0, None, False),
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
     "train.adversarial_paired": (0.0, 0.99, False), "train.pseudo": (0.0, 0.99, False),
-    "pseudo.keep": (0.0, 1.0, True), "pseudo.rounds": (1, None, False), "experiment.pseudo": (0.0, 0.99, False),
+    "pseudo.keep": (0.0, 1.0, True), "pseudo.rounds": (1, None, False),
+    "pseudo.student_channels": (0, None, False), "pseudo.student_dropout": (0.0, 0.99, False),
+    "experiment.pseudo": (0.0, 0.99, False),
     "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),
     "promote.accompaniment_tolerance_db": (0.0, None, False), "promote.lease_seconds": (1.0, None, False),
     "tune.num_samples": (0, None, False), "tune.grace_steps": (0, None, False), "tune.reduction_factor": (2, None, False),

@@ -229,8 +229,17 @@ def _pseudo_label(cfg: Config, phase: list[dict], runs: dict[str, dict], out: Pa
             shutil.rmtree(init_dir, ignore_errors=True)
             shutil.copytree(model_dir, init_dir)
             init = {"init_model": str(init_dir)}
-        points.append(point | {"pseudo_labels": directory} | init)
+        points.append(point | {"pseudo_labels": directory} | init | student_model(cfg))
     return points
+
+
+def student_model(cfg: Config) -> dict:
+    """The model settings a student changes (pseudo.student_channels, pseudo.student_dropout), as a
+    trial's ``model`` entry; none when both are 0."""
+    ps = cfg.pseudo
+    model = ({"base_channels": ps.student_channels} if ps.student_channels else {}) | (
+        {"dropout": ps.student_dropout} if ps.student_dropout else {})
+    return {"model": model} if model else {}
 
 
 def _split_label(label: str) -> tuple[str, int]:

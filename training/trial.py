@@ -11,7 +11,7 @@ as soon as it sees that report.
 Tune's per-trial config table shows only what varies. ``config`` (Tune's param space) holds
 ``parent_run_id``, ``sweep`` (the group's name), and the train settings to change: any of ``SEARCHED`` at the top
 level (a sweep's sampled values) and/or an ``arm`` dict (an experiment's method and seed, with an
-optional ``label`` for the run name).
+optional ``label`` for the run name, and a student's ``model`` settings, if it has its own).
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     t = cfg.train
     settings, label = trial_settings(config)
     for key, value in settings.items():
-        setattr(t, key, type(getattr(t, key))(value))
+        if key == "model":  # a student's own size or dropout (pseudo.student_channels, student_dropout)
+            for k, v in value.items():
+                setattr(cfg.model, k, type(getattr(cfg.model, k))(v))
+        else:
+            setattr(t, key, type(getattr(t, key))(value))
     trial_id = tune.get_context().get_trial_id()
     parent = config["parent_run_id"]
     client = MlflowClient(cfg.tracking_uri)

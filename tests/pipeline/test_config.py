@@ -37,6 +37,7 @@ def test_excerpt_must_fit_the_unet():
     ("train.lr=[1,", "not valid YAML"),
     ("train", "write it as section.key=value"),
     ("train.remix=1.5", "train.remix=1.5: must be >= 0.0 and <= 0.99"),
+    ("pseudo.student_dropout=1", "pseudo.student_dropout=1.0: must be >= 0.0 and <= 0.99"),
     ("data.task_resources={ingest: lots}", "data.task_resources.ingest='lots': expected a number"),
 ])
 def test_values_are_checked_by_type_and_range_at_load_time(override, message):
@@ -66,6 +67,7 @@ def test_workers_are_a_number_or_an_elastic_range():
                                                            r"\(every number of workers in the range\)"),
     (["train.num_workers=[1, 2]", "train.batch_size=4", "train.reader=memory"], "needs train.reader=stream"),
     (["train.shuffle_buffer=1"], "train.shuffle_buffer=1: must be >= 2"),
+    (["pseudo.student=teacher", "pseudo.student_channels=32"], "a student fine-tuned from its teacher keeps its size"),
 ])
 def test_elastic_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(SemisepError, match=message):

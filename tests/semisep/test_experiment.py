@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from semisep.pipeline.errors import SemisepError
-from semisep.experiment import arms, rounds
+from semisep.experiment import arms, rounds, student_model
 from tests.conftest import tiny_config
 
 
@@ -35,6 +35,10 @@ def test_arms_pair_every_seed_and_refuse_a_baseline_only_experiment(tmp_path):
         ["self-training+remix-round1-seed4", "self-training+remix-round1-seed5"],
         ["self-training+remix-seed4", "self-training+remix-seed5"]]
     assert [p["teacher"] for p in phases[2]] == ["self-training+remix-round1-seed4", "self-training+remix-round1-seed5"]
+    # a student of its own size and dropout changes only those model settings; by default none
+    assert student_model(cfg) == {}
+    cfg.pseudo.student_channels, cfg.pseudo.student_dropout = 16, 0.1
+    assert student_model(cfg) == {"model": {"base_channels": 16, "dropout": 0.1}}
     cfg.experiment.arms = ["supervised", "self-training+remix"]
     with pytest.raises(SemisepError, match="learns from 'supervised\\+remix'"):
         arms(cfg)
@@ -67,6 +71,7 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
                  # the students: labels blended with REPET-SIM at the weight validation picks, their
                  # stems remixed, fine-tuned from the teacher
                  "pseudo.repet_weights=[0, 0.5]", "train.pseudo_remix=true", "pseudo.student=teacher",
+                 "pseudo.student_dropout=0.2",
                  "experiment.seeds=[0, 1]", "experiment.generate_demo=true", f"experiment.test_sets={sets}",
                  "demo.track_seconds=4", "demo.paired_train=2", "demo.unpaired_per_role=2", "demo.valid=1",
                  "demo.test=3", "demo.test_in_domain=3", "mlflow.experiment=exp-test", "eval.corpus=target"]
@@ -131,6 +136,8 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     assert params["train.init_model"] == str((result_dir / "teachers" / "supervised+remix-seed1").resolve())
     assert (result_dir / "teachers" / "supervised+remix-seed1" / "model.json").is_file()
     assert params["train.pseudo_remix"] == "True" and runs["experiment-supervised+remix-seed1"].data.params["train.init_model"] == ""
+    # with dropout of its own (pseudo.student_dropout), the other arms without
+    assert params["model.dropout"] == "0.2" and runs["experiment-supervised+remix-seed1"].data.params["model.dropout"] == "0.0"
     from semisep.pipeline.pseudo_store import read_pseudo_manifest
 
     rows, info = read_pseudo_manifest(params["train.pseudo_labels"])
