@@ -251,7 +251,7 @@ class PseudoConfig:
     ``student`` (``semisep experiment``): the student starts from fresh weights (``scratch``, as in
     Noisy Student) or from its teacher's (``teacher``: fine-tuning on the pseudo-labels, as
     Band-split RNN's semi-supervised stage). ``teacher`` beat ``scratch`` on validation, but so did
-    the teacher fine-tuned without pseudo-labels, by more (a restart, not the mixtures;
+    the teacher fine-tuned without pseudo-labels, by more (the extra steps, not the mixtures;
     docs/results.md), so the default stays ``scratch``.
     ``repet_weights``: the labels' mask is ``(1 - w) x teacher + w x REPET-SIM`` (evaluation/repet.py,
     on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
