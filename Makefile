@@ -10,12 +10,13 @@ STAMP   := $(VENV)/.installed-stamp
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-# mixtures only: no unpaired solo roles; the teacher's mask blended with REPET-SIM's at the weight
-# validation prefers, its stems remixed, half of each student batch pseudo-labelled, two rounds
-# (chosen on the validation songs: docs/results.md)
+# mixtures only: no unpaired solo roles; the teacher's mask blended with REPET-SIM's and scaled at the
+# weight and scale validation prefers, its stems remixed, half of each student batch pseudo-labelled,
+# two rounds (chosen on the validation songs: docs/results.md)
 MIXTURES_ONLY := --set "experiment.unpaired_roles=[mixture]" \
   --set "experiment.arms=[supervised, supervised+remix, self-training+remix]" \
-  --set "pseudo.repet_weights=[0, 0.25, 0.5, 0.75, 1]" --set train.pseudo_remix=true \
+  --set "pseudo.repet_weights=[0, 0.25, 0.5, 0.75, 1]" --set "pseudo.vocal_scales=[1, 0.85, 0.7]" \
+  --set train.pseudo_remix=true \
   --set experiment.pseudo=0.5 --set pseudo.rounds=2
 
 .PHONY: demo test setup soundfonts experiment-sampled experiment-sampled-mixtures clean

@@ -68,12 +68,14 @@ def teacher_masks(separator, mixture: np.ndarray, batch: int = 32) -> np.ndarray
 
 
 def teacher_labels(separator, mixture: np.ndarray, batch: int = 32, repet: np.ndarray | None = None,
-                   weight: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(vocals, accompaniment, confidence) for mixture planes (n, 2, F, T), in float32; with
-    ``weight`` > 0 the mask is ``(1 - weight) x teacher + weight x repet`` (REPET-SIM's masks)."""
+                   weight: float = 0.0, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vocals, accompaniment, confidence) for mixture planes (n, 2, F, T), in float32; the mask is
+    ``scale x ((1 - weight) x teacher + weight x repet)`` (``repet``: REPET-SIM's masks)."""
     mask = teacher_masks(separator, mixture, batch)
     if weight > 0:
         mask = (1 - weight) * mask + weight * repet
+    if scale != 1:
+        mask = scale * mask
     mixture = mixture.astype(np.float32)
     vocals = mixture * mask
     return vocals, mixture - vocals, confidence(mixture, mask)
@@ -86,11 +88,14 @@ def song_repet_masks(mixture: np.ndarray, starts, cfg: Config) -> np.ndarray:
     return excerpt_masks(mixture, starts, cfg.transform.sample_rate, cfg.transform.hop_length)
 
 
-def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[float, float]]:
-    """The weight of ``pseudo.repet_weights`` whose blended mask separates the validation songs best
-    (validation vocal SDR, as training reports it: the mean over songs of each song's median), and
-    every weight's figure. A weak teacher's labels gain from REPET-SIM's (they err differently); a
-    strong one's do not. One weight: no choice. One song in memory at a time."""
+def choose_blend(cfg: Config, separator, say=print) -> tuple[float, float, dict[str, float]]:
+    """(weight, scale, every pair's figure): the weight of ``pseudo.repet_weights`` and the scale of
+    ``pseudo.vocal_scales`` whose mask ``scale x ((1 - weight) x teacher + weight x REPET-SIM)``
+    separates the validation songs best (validation vocal SDR, as training reports it: the mean over
+    songs of each song's median). A weak teacher's labels gain from REPET-SIM's (they err
+    differently) and from a smaller vocal mask (a teacher trained on other music can give the voice
+    too much); a strong one's do not. One pair: no choice. One song in memory at a time. Figures are
+    keyed by the weight (``"0.25"``), or weight and scale (``"0.25 x0.8"``) with several scales."""
     import pyarrow.parquet as pq
     import torch
 
@@ -99,14 +104,16 @@ def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[
     from semisep.training.validation import track_sdr
 
     weights = sorted({float(w) for w in cfg.pseudo.repet_weights})
-    if len(weights) == 1:
-        return weights[0], {}
+    scales = sorted({float(x) for x in cfg.pseudo.vocal_scales}, reverse=True)
+    pairs = [(w, x) for x in scales for w in weights]
+    if len(pairs) == 1:
+        return weights[0], scales[0], {}
     frames = cfg.data.excerpt_frames
-    per_song = {w: [] for w in weights}
+    per_song = {p: [] for p in pairs}
     paths = validation_files(cfg).paths
     if not paths:
-        raise SemisepError(f"{cfg.data.shards_dir}: no validation songs to choose pseudo.repet_weights on; give a "
-                           "paired corpus a 'valid' split or set pseudo.repet_weights to one weight")
+        raise SemisepError(f"{cfg.data.shards_dir}: no validation songs to choose pseudo.repet_weights and "
+                           "pseudo.vocal_scales on; give a paired corpus a 'valid' split or set one of each")
     for path in paths:
         fs, inner = storage.resolve(path)
         starts = pq.read_table(inner, columns=["start_frame"], filesystem=fs).column("start_frame").to_numpy()
@@ -114,19 +121,26 @@ def choose_repet_weight(cfg: Config, separator, say=print) -> tuple[float, dict[
         model, repet = teacher_masks(separator, mixture), song_repet_masks(mixture, starts, cfg)
         ref = torch.from_numpy(read_excerpts([path], "vocals", cfg.transform, frames).astype(np.float32))
         song = torch.zeros(len(mixture), dtype=torch.long)
-        for w in weights:
-            per_song[w].append(track_sdr(ref, torch.from_numpy(mixture * ((1 - w) * model + w * repet)), song))
-    scores = {w: float(np.nanmean(per_song[w])) for w in weights}
-    best = max(weights, key=lambda w: (scores[w], -w))  # ties: the least REPET-SIM
-    say("teacher's mask blended with REPET-SIM's, validation vocal SDR by weight: "
-        + ", ".join(f"{w:g}: {scores[w]:.2f} dB" for w in weights) + f"; labelling with weight {best:g}")
-    return best, scores
+        for w, x in pairs:
+            est = torch.from_numpy(mixture * (x * ((1 - w) * model + w * repet)))
+            per_song[(w, x)].append(track_sdr(ref, est, song))
+    scores = {p: float(np.nanmean(per_song[p])) for p in pairs}
+    best = max(pairs, key=lambda p: (scores[p], -p[0], p[1]))  # ties: the least REPET-SIM, the least shrinking
+
+    def name(p):
+        return f"{p[0]:g}" if len(scales) == 1 else f"{p[0]:g} x{p[1]:g}"
+
+    several = len(scales) > 1
+    say(f"teacher's mask blended with REPET-SIM's{' and scaled' if several else ''}, validation vocal SDR by "
+        f"weight{' and scale' if several else ''}: " + ", ".join(f"{name(p)}: {scores[p]:.2f} dB" for p in pairs)
+        + f"; labelling with weight {best[0]:g}" + (f", scale {best[1]:g}" if several else ""))
+    return best[0], best[1], {name(p): v for p, v in scores.items()}
 
 
 def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: dict, keep: float,
-                repet: float = 0.0) -> dict:
+                repet: float = 0.0, scale: float = 1.0) -> dict:
     """Separate one unpaired mixture shard with the teacher (blended with REPET-SIM's mask at weight
-    ``repet``) and write the kept excerpts to ``dest``."""
+    ``repet``, the vocal mask scaled by ``scale``) and write the kept excerpts to ``dest``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -147,7 +161,7 @@ def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: 
     mixture = decode_column(table.column("mixture"), cfg.transform.freq_bins, cfg.data.excerpt_frames, dtype, source)
     all_starts = np.asarray(table.column("start_frame"))
     masks = song_repet_masks(mixture, all_starts, cfg) if repet > 0 else None
-    vocals, accompaniment, conf = teacher_labels(separator, mixture, repet=masks, weight=repet)
+    vocals, accompaniment, conf = teacher_labels(separator, mixture, repet=masks, weight=repet, scale=scale)
     n_keep = max(1, int(round(keep * len(conf))))
     kept = np.sort(np.argsort(-conf, kind="stable")[:n_keep])  # the most decided excerpts, in time order
     starts = [int(s) for s in all_starts[kept]]
@@ -205,18 +219,22 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     before, info = read_pseudo_manifest(directory, missing_ok=True)
     same_teacher = info.get("teacher") == teacher
     grid = json.dumps(sorted({float(w) for w in cfg.pseudo.repet_weights}))
-    if same_teacher and info.get("repet_weights") == grid:  # chosen for this teacher already
-        repet, scores = float(info["repet"]), json.loads(info.get("repet_sdr", "{}"))
+    scale_grid = json.dumps(sorted({float(x) for x in cfg.pseudo.vocal_scales}))
+    if same_teacher and info.get("repet_weights") == grid and info.get("vocal_scales", "[1.0]") == scale_grid:
+        # chosen for this teacher already
+        repet, scale = float(info["repet"]), float(info.get("scale", 1.0))
+        scores = json.loads(info.get("repet_sdr", "{}"))
     else:
-        repet, scores = choose_repet_weight(cfg, model, say)
+        repet, scale, scores = choose_blend(cfg, model, say)
     reuse = {r.source_shard: r._asdict() for r in before.itertuples(index=False)
-             if same_teacher and r.keep == keep and r.repet == repet and storage.exists(r.shard)} if len(before) else {}
-    # a folder per label set: relabelling (another teacher, keep or weight) never writes over shards the
-    # manifest in place still lists; the old ones are deleted once the new manifest is written
-    tag = hashlib.sha256(json.dumps([teacher, keep, repet]).encode()).hexdigest()[:10]
+             if same_teacher and r.keep == keep and r.repet == repet and r.scale == scale
+             and storage.exists(r.shard)} if len(before) else {}
+    # a folder per label set: relabelling (another teacher, keep, weight or scale) never writes over
+    # shards the manifest in place still lists; the old ones are deleted once the new manifest is written
+    tag = hashlib.sha256(json.dumps([teacher, keep, repet] + ([scale] if scale != 1 else [])).encode()).hexdigest()[:10]
     todo = [s for s in sources if s not in reuse]
     rows = [reuse[s] for s in sources if s in reuse]
-    version = pseudo_version(teacher, keep, sources, repet)
+    version = pseudo_version(teacher, keep, sources, repet, scale)
     if not todo and info.get("version") == version and len(before) == len(sources):
         report = PseudoReport(directory, teacher, version, len(before), 0, int(before.excerpts.sum()),
                               int(before.source_excerpts.sum()))
@@ -229,14 +247,16 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
         task = ray.remote(num_cpus=1)(label_shard)
         dest = {s: storage.join(directory, tag, f"pseudo-{hashlib.sha256(os.path.basename(s).encode()).hexdigest()[:16]}.parquet")
                 for s in todo}
-        refs = [task.remote(s, dest[s], state, meta["model"], cfg.shipped().to_dict(), keep, repet) for s in todo]
+        refs = [task.remote(s, dest[s], state, meta["model"], cfg.shipped().to_dict(), keep, repet, scale)
+                for s in todo]
         rows += ray.get(refs)
     table = pd.DataFrame(rows)
     table["teacher"], table["teacher_run_id"], table["keep"], table["repet"] = teacher, teacher_run_id, keep, repet
+    table["scale"] = scale
     table = table.sort_values("source_shard").reset_index(drop=True)[list(COLUMNS)]
     write_pseudo_manifest(table, directory, teacher, version,
-                          {"repet": str(repet), "repet_weights": grid,
-                           "repet_sdr": json.dumps({str(w): round(v, 4) for w, v in scores.items()})})
+                          {"repet": str(repet), "repet_weights": grid, "scale": str(scale), "vocal_scales": scale_grid,
+                           "repet_sdr": json.dumps({k: round(v, 4) for k, v in scores.items()})})
     stale = set(before.shard) - set(table.shard) if len(before) else set()
     for shard in stale:  # the old teacher's labels, once the new manifest is in place
         if storage.exists(shard):
@@ -245,5 +265,5 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
                           int(table.source_excerpts.sum()))
     say(f"pseudo-labels by {teacher}: {report.shards} mixtures ({report.labelled} labelled now), "
         f"{report.excerpts} of {report.source_excerpts} excerpts kept (pseudo.keep {keep:g}, REPET-SIM weight "
-        f"{repet:g}); version {version}")
+        f"{repet:g}{f', vocal scale {scale:g}' if scale != 1 else ''}); version {version}")
     return report

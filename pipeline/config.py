@@ -257,6 +257,9 @@ class PseudoConfig:
     on the whole song), with the ``w`` of this list that separates the validation songs best, chosen
     by the pseudo-labeller for each teacher and recorded in the store. Default ``[0]``: the teacher
     alone; ``[0, 0.25, 0.5, 0.75, 1]`` helped a weak teacher (mixtures only, docs/results.md).
+    ``vocal_scales``: scales of the labels' vocal mask tried with every weight, the same way (a
+    teacher trained on other music can give the voice too much: ``s x ((1 - w) x teacher + w x
+    REPET-SIM)``); default ``[1]``.
     ``student_channels`` and ``student_dropout`` (``semisep experiment``): Noisy Student's larger and
     noised student: the students' ``model.base_channels`` (0: the model section's) and
     ``model.dropout`` (0: the model section's); every other arm keeps the model section.
@@ -267,6 +270,7 @@ class PseudoConfig:
     rounds: int = 1
     student: str = "scratch"
     repet_weights: list = field(default_factory=lambda: [0.0])
+    vocal_scales: list = field(default_factory=lambda: [1.0])
     student_channels: int = 0
     student_dropout: float = 0.0
 
@@ -522,6 +526,10 @@ class Config:
         if not isinstance(w, list) or not w or any(isinstance(x, bool) or not isinstance(x, (int, float))
                                                    or not 0 <= x <= 1 for x in w):
             raise SemisepError(f"pseudo.repet_weights={w}: give a list of weights between 0 and 1, e.g. [0, 0.5]")
+        v = self.pseudo.vocal_scales
+        if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                   or not 0 < x <= 1 for x in v):
+            raise SemisepError(f"pseudo.vocal_scales={v}: give a list of scales above 0 and at most 1, e.g. [1, 0.8]")
         ps = self.pseudo
         if ps.student == "teacher" and ps.student_channels not in (0, self.model.base_channels):
             raise SemisepError(f"pseudo.student_channels={ps.student_channels} with pseudo.student=teacher: a student "

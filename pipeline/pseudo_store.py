@@ -16,10 +16,12 @@ teacher           string   the teacher: ``models:/<name>/<version>``, ``runs:/..
 teacher_run_id    string   the MLflow run that trained the teacher (empty if unknown)
 keep              float64  pseudo.keep when it was made
 repet             float64  the weight of REPET-SIM's mask in the labels (pseudo.repet_weights)
+scale             float64  the scale of the labels' vocal mask (pseudo.vocal_scales)
 ================  =======  ==========================================================
 
-Its metadata holds the teacher, the REPET-SIM weight with the validation figures that chose it,
-and the store's version (a hash of the teacher, ``keep``, the weight and the source shards): a student's MLflow run records it as a dataset input, so a model names the
+Its metadata holds the teacher, the REPET-SIM weight and vocal scale with the validation figures
+that chose them, and the store's version (a hash of the teacher, ``keep``, the weight, the scale
+and the source shards): a student's MLflow run records it as a dataset input, so a model names the
 teacher whose labels it learned from, and the nightly job relabels when the champion changes.
 """
 
@@ -39,7 +41,7 @@ from semisep.pipeline.errors import SemisepError
 MANIFEST = "manifest.parquet"
 COLUMNS = {"source_shard": "", "corpus": "", "track_id": "", "shard": "", "excerpts": 0, "source_excerpts": 0,
            "teacher": "", "teacher_run_id": "", "keep": 0.0,
-           "repet": 0.0}
+           "repet": 0.0, "scale": 1.0}
 
 
 def pseudo_dir(cfg) -> str:
@@ -48,13 +50,15 @@ def pseudo_dir(cfg) -> str:
         storage.join(cfg.data.shards_dir, "pseudo")
 
 
-def pseudo_version(teacher: str, keep: float, sources: list[str], repet: float = 0.0) -> str:
-    blob = json.dumps([teacher, keep, sorted(os.path.basename(s) for s in sources)] + ([repet] if repet else []))
+def pseudo_version(teacher: str, keep: float, sources: list[str], repet: float = 0.0, scale: float = 1.0) -> str:
+    # the defaults leave the hash of a store made before they existed unchanged
+    blob = json.dumps([teacher, keep, sorted(os.path.basename(s) for s in sources)] + ([repet] if repet else [])
+                      + ([{"scale": scale}] if scale != 1 else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def read_pseudo_manifest(directory: str, missing_ok: bool = False) -> tuple[pd.DataFrame, dict]:
-    """(rows, metadata: teacher, version, repet, repet_sdr) of the store in ``directory``; columns an
+    """(rows, metadata: teacher, version, repet, scale, repet_sdr) of the store in ``directory``; columns an
     older store lacks get their defaults."""
     path = storage.join(directory, MANIFEST)
     if not storage.exists(path):

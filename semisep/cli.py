@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "teacher relabels everything. The nightly job runs this when the champion changes.\n"
                                    "With several pseudo.repet_weights, the teacher's mask is blended with REPET-SIM's at "
                                    "the weight that\nseparates the validation songs best (each weight's figure is "
-                                   "printed), e.g.\n  semisep pseudo-label --set \"pseudo.repet_weights=[0, 0.25, 0.5, 0.75, 1]\"")
+                                   "printed), and with several\npseudo.vocal_scales its vocal mask is scaled by "
+                                   "the one that does (a teacher trained on other music can\ngive the voice too "
+                                   "much), e.g.\n  semisep pseudo-label --set \"pseudo.repet_weights=[0, 0.25, 0.5, "
+                                   "0.75, 1]\" --set \"pseudo.vocal_scales=[1, 0.85, 0.7]\"")
     _common(p)
     p.add_argument("--teacher", default=None, metavar="champion|MODEL",
                    help="the registry's champion (default: pseudo.teacher), or a model folder / runs:/ / models:/ URI")

@@ -52,13 +52,16 @@ def test_labels_add_up_to_the_mixtures_keep_the_most_decided_excerpts_and_name_t
 
 
 def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(trained, tmp_path):
-    """pseudo.repet_weights: the pseudo-labeller scores each weight's blended mask on the validation
-    songs as training's validation does, labels with the best, and records weight and figures."""
-    from semisep.evaluation.pseudo_labels import choose_repet_weight, label_mixtures, song_repet_masks, teacher_masks
+    """pseudo.repet_weights and pseudo.vocal_scales: the pseudo-labeller scores each blended (and
+    scaled) mask on the validation songs as training's validation does, labels with the best, and
+    records weight, scale and figures."""
+    import torch
+
+    from semisep.evaluation.pseudo_labels import choose_blend, label_mixtures, song_repet_masks, teacher_masks
     from semisep.pipeline.pseudo_store import read_pseudo_manifest
     from semisep.training.checkpoint import load_model
     from semisep.training.data import load_training_data
-    from semisep.training.validation import validate
+    from semisep.training.validation import soft_mask, validate
 
     base, results = trained
     cfg = Config.from_dict(base.to_dict())
@@ -67,20 +70,39 @@ def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(
     model, _, _ = load_model(model_dir)
     model.eval()
     said = []
-    best, scores = choose_repet_weight(cfg, model, said.append)
-    assert sorted(scores) == [0.0, 0.5, 1.0] and scores[best] == max(scores.values())
+    best, scale, scores = choose_blend(cfg, model, said.append)
+    assert scale == 1.0 and sorted(scores) == ["0", "0.5", "1"] and scores[f"{best:g}"] == max(scores.values())
     _, valid = load_training_data(cfg)
-    assert abs(scores[0.0] - validate(model, valid, 8)["val_sdr"]) < 1e-3  # weight 0: training's figure
+    assert abs(scores["0"] - validate(model, valid, 8)["val_sdr"]) < 1e-3  # weight 0: training's figure
     assert len(set(round(v, 3) for v in scores.values())) == 3 and f"labelling with weight {best:g}" in said[0]
 
-    cfg.pseudo.repet_weights = [0.5]  # one weight: no choice, labels with it
+    class Scaled(torch.nn.Module):
+        """The teacher with its vocal mask scaled: estimates whose soft mask is scale x the teacher's."""
+
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, mix_log):
+            m = self.scale * soft_mask(model(mix_log))[:, 0]
+            mag = torch.expm1(mix_log)
+            return torch.log1p(torch.stack([m * mag, (1 - m) * mag], 1))
+
+    cfg.pseudo.vocal_scales = [1.0, 0.5]  # every (weight, scale) pair is scored
+    best, scale, scaled = choose_blend(cfg, model, said.append)
+    assert sorted(scaled) == sorted(f"{w} x{x}" for w in ("0", "0.5", "1") for x in ("1", "0.5"))
+    assert all(abs(scaled[f"{w} x1"] - scores[w]) < 1e-9 for w in scores)
+    assert abs(scaled["0 x0.5"] - validate(Scaled(0.5), valid, 8)["val_sdr"]) < 1e-3  # training's figure again
+    assert scaled[f"{best:g} x{scale:g}"] == max(scaled.values()) and f"scale {scale:g}" in said[1]
+
+    cfg.pseudo.repet_weights, cfg.pseudo.vocal_scales = [0.5], [0.5]  # one pair: no choice, labels with it
     label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
     rows, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
-    assert set(rows.repet) == {0.5} and info["repet"] == "0.5"
+    assert set(rows.repet) == {0.5} and info["repet"] == "0.5" and set(rows.scale) == {0.5} and info["scale"] == "0.5"
     for row in rows.itertuples():
         starts = pq.read_table(row.source_shard).column("start_frame").to_numpy()
         source = _decode(row.source_shard, "mixture", cfg)
-        mask = 0.5 * teacher_masks(model, source) + 0.5 * song_repet_masks(source, starts, cfg)
+        mask = 0.5 * (0.5 * teacher_masks(model, source) + 0.5 * song_repet_masks(source, starts, cfg))
         assert np.abs(_decode(row.shard, "vocals", cfg) - source * mask).max() <= 2e-2 * np.abs(source).max()
         # not the teacher alone
         assert np.abs(_decode(row.shard, "vocals", cfg) - source * teacher_masks(model, source)).max() > \
@@ -88,10 +110,11 @@ def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(
 
     import os
 
-    cfg.pseudo.repet_weights = [0.0]  # the same teacher, another weight: a new label set beside, the old one removed
+    # the same teacher, another weight and scale: a new label set beside, the old one removed
+    cfg.pseudo.repet_weights, cfg.pseudo.vocal_scales = [0.0], [1.0]
     label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
     again, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
-    assert set(again.repet) == {0.0} and info["repet"] == "0.0"
+    assert set(again.repet) == {0.0} and info["repet"] == "0.0" and set(again.scale) == {1.0}
     assert not set(again.shard) & set(rows.shard) and not any(os.path.exists(s) for s in rows.shard)
 
 

@@ -68,9 +68,10 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
                  "model.base_channels=4", "model.critic_channels=4", "model.critic_layers=3", "train.batch_size=4",
                  "train.max_steps=4", "train.val_every=2", "train.log_every=1", "train.lr=0.001", "train.n_critic=2",
                  "train.alpha=0.001", "train.beta=0.001",
-                 # the students: labels blended with REPET-SIM at the weight validation picks, their
+                 # the students: labels blended with REPET-SIM and scaled as validation picks, their
                  # stems remixed, fine-tuned from the teacher
-                 "pseudo.repet_weights=[0, 0.5]", "train.pseudo_remix=true", "pseudo.student=teacher",
+                 "pseudo.repet_weights=[0, 0.5]", "pseudo.vocal_scales=[1, 0.5]", "train.pseudo_remix=true",
+                 "pseudo.student=teacher",
                  "pseudo.student_dropout=0.2",
                  "experiment.seeds=[0, 1]", "experiment.generate_demo=true", f"experiment.test_sets={sets}",
                  "demo.track_seconds=4", "demo.paired_train=2", "demo.unpaired_per_role=2", "demo.valid=1",
@@ -82,7 +83,8 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
         assert noise not in out  # Ray Tune's tables stay off the console; semisep's lines stay on it
     assert out.count("best validation vocal SDR") == 10  # one progress line per training
     assert out.count("pseudo-labels for self-training+remix") == 2  # by each seed's supervised+remix model
-    assert out.count("teacher's mask blended with REPET-SIM's, validation vocal SDR by weight: 0: ") == 2
+    assert out.count("teacher's mask blended with REPET-SIM's and scaled, validation vocal SDR by weight and "
+                     "scale: 0 x1: ") == 2
     for column in ("vocals median", "vocals mean", "accompaniment median", "accompaniment mean", "per-seed differences",
                    "mean difference", "95% CI", "Wilcoxon p", "Chosen on validation:", "Spearman"):
         assert column in out
@@ -142,4 +144,5 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
 
     rows, info = read_pseudo_manifest(params["train.pseudo_labels"])
     assert set(rows.repet) == {float(info["repet"])} and float(info["repet"]) in (0.0, 0.5)
-    assert sorted(json.loads(info["repet_sdr"])) == ["0.0", "0.5"]
+    assert sorted(json.loads(info["repet_sdr"])) == ["0 x0.5", "0 x1", "0.5 x0.5", "0.5 x1"]
+    assert set(rows.scale) == {float(info["scale"])} and float(info["scale"]) in (1.0, 0.5)
