@@ -522,15 +522,13 @@ class Config:
                                                                        self.experiment.unpaired_roles)):
             if not set(roles) <= {"mixture", "vocals", "accompaniment"}:
                 raise SemisepError(f"{key}={roles}: roles are mixture, vocals, accompaniment")
-        w = self.pseudo.repet_weights
-        if not isinstance(w, list) or not w or any(isinstance(x, bool) or not isinstance(x, (int, float))
-                                                   or not 0 <= x <= 1 for x in w):
-            raise SemisepError(f"pseudo.repet_weights={w}: give a list of weights between 0 and 1, e.g. [0, 0.5]")
-        v = self.pseudo.vocal_scales
-        if not isinstance(v, list) or not v or any(isinstance(x, bool) or not isinstance(x, (int, float))
-                                                   or not 0 < x <= 1 for x in v):
-            raise SemisepError(f"pseudo.vocal_scales={v}: give a list of scales above 0 and at most 1, e.g. [1, 0.8]")
         ps = self.pseudo
+        if not _numbers(ps.repet_weights, lambda x: 0 <= x <= 1):
+            raise SemisepError(f"pseudo.repet_weights={ps.repet_weights}: give a list of weights between 0 and 1, "
+                               "e.g. [0, 0.5]")
+        if not _numbers(ps.vocal_scales, lambda x: 0 < x <= 1):
+            raise SemisepError(f"pseudo.vocal_scales={ps.vocal_scales}: give a list of scales above 0 and at most 1, "
+                               "e.g. [1, 0.8]")
         if ps.student == "teacher" and ps.student_channels not in (0, self.model.base_channels):
             raise SemisepError(f"pseudo.student_channels={ps.student_channels} with pseudo.student=teacher: a student "
                                f"fine-tuned from its teacher keeps its size (model.base_channels="
@@ -556,6 +554,12 @@ class Config:
     def get(self, dotted: str) -> Any:
         section, key = dotted.split(".")
         return getattr(getattr(self, section), key)
+
+
+def _numbers(values, ok) -> bool:
+    """A non-empty list of numbers (not booleans), each passing ``ok``."""
+    return isinstance(values, list) and bool(values) and all(
+        not isinstance(x, bool) and isinstance(x, (int, float)) and ok(x) for x in values)
 
 
 # setting -> (low, high or None, low excluded)

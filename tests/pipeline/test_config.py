@@ -38,6 +38,8 @@ def test_excerpt_must_fit_the_unet():
     ("train", "write it as section.key=value"),
     ("train.remix=1.5", "train.remix=1.5: must be >= 0.0 and <= 0.99"),
     ("pseudo.student_dropout=1", "pseudo.student_dropout=1.0: must be >= 0.0 and <= 0.99"),
+    ("pseudo.vocal_scales=[1, 0]", "pseudo.vocal_scales=[1, 0]: give a list of scales above 0 and at most 1"),
+    ("pseudo.repet_weights=[0, 1.5]", "pseudo.repet_weights=[0, 1.5]: give a list of weights between 0 and 1"),
     ("data.task_resources={ingest: lots}", "data.task_resources.ingest='lots': expected a number"),
 ])
 def test_values_are_checked_by_type_and_range_at_load_time(override, message):
