@@ -88,20 +88,39 @@ def interleaved(cfg: Config, device: str, seconds: float, rounds: int = 5) -> di
     """Steps/s of the 2026-11-27 reference step and the current one, timed in alternating slices
     of ``seconds / rounds`` each (a shared VM's speed drifts by 20% over a minute; slices side by
     side see the same machine): median rate of each, and the median of the per-round ratios."""
+    runners = {implementation: _runner(cfg, device, implementation) for implementation in ("reference", "current")}
+    return alternate(runners, device, seconds, rounds, baseline="reference", other="current")
+
+
+def interleaved_precisions(cfg: Config, device: str, seconds: float, rounds: int = 5) -> dict[str, float]:
+    """Steps/s of the current step in fp32 and under bf16 autocast, in alternating slices as
+    ``interleaved``: the median rate of each, and the median per-round ratio bf16 / fp32."""
+    runners = {precision: _runner(Config.from_dict(cfg.to_dict() | {"train": cfg.to_dict()["train"] | {"precision": precision}}),
+                                  device, "current") for precision in ("fp32", "bf16")}
+    out = alternate(runners, device, seconds, rounds, baseline="fp32", other="bf16")
+    return {"fp32": out["fp32"], "bf16": out["bf16"], "ratio": out["ratio"]}
+
+
+def _runner(cfg: Config, device: str, implementation: str):
+    """One step of ``implementation`` on its own models and random batches, warmed up."""
+    torch.manual_seed(0)
+    models, step_fn = build(cfg, device, implementation)
+    batches = random_batches(cfg, device)
+    unpaired = batches.unsupervised if cfg.train.semi_supervised else None
+    run = lambda: step_fn(models, batches.supervised, unpaired, cfg)  # noqa: E731
+    for _ in range(3):
+        run()
+    return run
+
+
+def alternate(runners: dict, device: str, seconds: float, rounds: int, baseline: str, other: str) -> dict[str, float]:
+    """Time each runner in turn for ``seconds / rounds``, ``rounds`` times: the median rate of
+    each (by name) and ``ratio``, the median of the per-round ratios other / baseline."""
     import statistics
 
-    runners = {}
-    for implementation in ("reference", "current"):
-        torch.manual_seed(0)
-        models, step_fn = build(cfg, device, implementation)
-        batches = random_batches(cfg, device)
-        unpaired = batches.unsupervised if cfg.train.semi_supervised else None
-        runners[implementation] = (lambda m=models, f=step_fn, b=batches, u=unpaired: f(m, b.supervised, u, cfg))
-        for _ in range(3):
-            runners[implementation]()
     rates = {k: [] for k in runners}
     for _ in range(rounds):
-        for implementation, step in runners.items():
+        for name, step in runners.items():
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             n, start = 0, time.perf_counter()
@@ -110,9 +129,9 @@ def interleaved(cfg: Config, device: str, seconds: float, rounds: int = 5) -> di
                 n += 1
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            rates[implementation].append(n / (time.perf_counter() - start))
-    return {"reference": statistics.median(rates["reference"]), "current": statistics.median(rates["current"]),
-            "ratio": statistics.median(c / r for c, r in zip(rates["current"], rates["reference"]))}
+            rates[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()} | {
+        "ratio": statistics.median(o / b for o, b in zip(rates[other], rates[baseline]))}
 
 
 def cuda_graph_step(models, batches, cfg: Config, step_fn):

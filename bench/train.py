@@ -11,6 +11,11 @@
     everything; (b)/(a) divides by the mean of (a) before and after the job. Printed apart: Ray Train's start-up (driver call to the worker's first step) and
     the share of training time spent on validation, figures and checkpoints.
 
+Then the precision question: (a) in fp32 and under bf16 autocast in alternating slices (steps/s
+and their ratio), and ``--quality-steps`` supervised steps of ``semisep train`` on the demo corpus
+in each precision for ``--quality-seeds``: the validation vocal SDR at the same step, beside the
+seeds' own spread (bf16 must not cost more than seed noise).
+
 Both for the supervised baseline and the semi-supervised model (n_critic critic updates per
 separator step). bench/gpu.py is the GPU-box variant (torch + numpy only, paper config).
 
@@ -32,8 +37,9 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # the console keeps th
 
 import torch  # noqa: E402
 
-from bench.step_timing import DEMO, PAPER, interleaved, time_step, variant  # noqa: E402
+from bench.step_timing import DEMO, PAPER, interleaved, interleaved_precisions, time_step, variant  # noqa: E402
 from semisep.pipeline.config import Config  # noqa: E402
+from semisep.training.step import native_bf16_cpu, resolve_precision  # noqa: E402
 
 
 def ray_rates(cfg: Config, name: str) -> dict[str, float]:
@@ -51,6 +57,30 @@ def ray_rates(cfg: Config, name: str) -> dict[str, float]:
     train_s, overhead_s = sum(history("train_window_s")), sum(history("validation_overhead_s"))
     return {"steady": statistics.median(windows), "end_to_end": result.steps / total,
             "startup": history("ray_startup_s")[0], "validation_share": overhead_s / train_s}
+
+
+def precision_quality(overrides: list[str], cfg: Config, steps: int, seeds: list[int]) -> dict[str, list[float]]:
+    """Validation vocal SDR after ``steps`` steps of ``semisep train`` on the demo store, per
+    precision (fp32, bf16), one training per seed: the seeds' spread is the noise a precision's
+    difference is judged against."""
+    from mlflow import MlflowClient
+
+    from semisep.pipeline.config import load_config
+    from semisep.training.train import train
+
+    out: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for seed in seeds:
+        for precision in out:
+            run_cfg = load_config("configs/demo.yaml", overrides)
+            for section in ("model", "train"):
+                for k, v in cfg.to_dict()[section].items():
+                    setattr(getattr(run_cfg, section), k, v)
+            t = run_cfg.train
+            t.precision, t.seed, t.max_steps, t.val_every, t.patience = precision, seed, steps, steps, 10**6
+            result = train(run_cfg, f"bench-{precision}-seed{seed}")
+            (last,) = MlflowClient(run_cfg.tracking_uri).get_metric_history(result.run_id, "val_sdr")
+            out[precision].append(last.value)
+    return out
 
 
 def prepare_demo_store(workdir: Path, cpus: int, excerpt_frames: int) -> list[str]:
@@ -78,7 +108,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="timing window of each plain step")
     parser.add_argument("--steps", type=int, default=200, help="separator steps of each Ray job")
     parser.add_argument("--val-every", type=int, default=25, help="validation interval of the Ray jobs (the demo's)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="precision of (a0), (a) and (b); the fp32-vs-bf16 table times both anyway")
+    parser.add_argument("--quality-steps", type=int, default=300,
+                        help="steps of each fp32 / bf16 training whose validation SDR is compared (0: none)")
+    parser.add_argument("--quality-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--compile", action="store_true", help="torch.compile the separator")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", default="work/bench/train")
@@ -111,7 +145,12 @@ def main() -> None:
             # the plain step again right after the Ray job: (b)/(a) against the mean of both
             after = interleaved(cfg, args.device, args.seconds, rounds=2)["current"]
             row["plain_ray"] = (row["plain"] + after) / 2
+        row["precisions"] = interleaved_precisions(cfg, args.device, 2 * args.seconds)
         rows.append(row)
+    quality = None
+    if not args.plain_only and args.quality_steps:
+        overrides = overrides or prepare_demo_store(Path(args.workdir), args.cpus, base["data"]["excerpt_frames"])
+        quality = precision_quality(overrides, variant(base, False, extra), args.quality_steps, args.quality_seeds)
 
     print(f"\ntraining benchmark: {'paper' if args.paper else 'demo'} config on {device_name}, "
           f"{args.precision}{', compiled' if args.compile else ''}, {time.strftime('%Y-%m-%d')}")
@@ -129,6 +168,21 @@ def main() -> None:
                   f"{args.val_every} steps: {100 * r['validation_share']:.1f}% of the training time")
     print("samples/s: paired excerpts per second (the semi-supervised step also reads "
           "(n_critic + 1) x batch unpaired excerpts per role)")
+    print(f"\nprecision: the current step in fp32 and under bf16 autocast, alternating slices; this processor "
+          f"{'has' if native_bf16_cpu() else 'has no'} native bf16 (AVX512-BF16/AMX), so train.precision: auto "
+          f"picks {resolve_precision('auto', args.device.split(':')[0])} here")
+    print("| step | fp32 steps/s | bf16 steps/s | bf16 / fp32 |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        p = r["precisions"]
+        print(f"| {r['kind']} | {p['fp32']:.2f} | {p['bf16']:.2f} | {p['ratio']:.2f} |")
+    if quality:
+        fp32, bf16 = quality["fp32"], quality["bf16"]
+        diffs = [b - f for f, b in zip(fp32, bf16)]
+        print(f"validation vocal SDR after {args.quality_steps} supervised steps (semisep train, demo corpus), "
+              f"seeds {args.quality_seeds}: fp32 {', '.join(f'{v:.2f}' for v in fp32)} (mean {statistics.mean(fp32):.2f}); "
+              f"bf16 {', '.join(f'{v:.2f}' for v in bf16)} (mean {statistics.mean(bf16):.2f}); bf16 - fp32 per seed "
+              f"{', '.join(f'{d:+.2f}' for d in diffs)}; seed spread in fp32 {max(fp32) - min(fp32):.2f} dB")
 
 
 if __name__ == "__main__":

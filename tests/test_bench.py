@@ -1,6 +1,7 @@
 """bench/gpu.sh runs in CI with --device cpu, so the GPU box's one command cannot rot between GPU runs."""
 
 import subprocess
+import sys
 
 import pytest
 
@@ -30,3 +31,15 @@ def test_convolution_bench_prints_every_layer_and_the_fixed_cost(monkeypatch, ca
     assert len(rows) == len(convs.LAYERS)
     assert all(row.count("(") == 4 for row in rows), rows
     assert "2026-11-27 step" in out and "today's" in out
+
+
+def test_train_bench_times_fp32_against_bf16_in_one_run():
+    """bench/train.py --plain-only: the step tables and the precision table (both precisions timed)."""
+    proc = subprocess.run([sys.executable, "bench/train.py", "--plain-only", "--seconds", "0.3", "--cpus", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "train.precision: auto picks" in out
+    table = out.split("| step | fp32 steps/s | bf16 steps/s | bf16 / fp32 |")[1]
+    rows = [line.split("|")[2:5] for line in table.splitlines() if line.startswith(("| supervised", "| semi-supervised"))]
+    assert len(rows) == 2 and all(float(x) > 0 for row in rows for x in row), table

@@ -77,7 +77,8 @@ def save_training_state(directory: str, models, step: int, best: dict, cfg: Conf
     torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"], "data": data},
                os.path.join(directory, STATE))
     meta = {"step": step, "best_step": best["step"], "best_score": best["score"], "best_val": best["val"],
-            "bad_evals": best["bad_evals"], "world_size": len(data), "config": cfg.to_dict(),
+            "bad_evals": best["bad_evals"], "best_reference": best.get("reference", best["score"]),
+            "world_size": len(data), "config": cfg.to_dict(),
             "transform": cfg.transform.to_dict()}
     with open(os.path.join(directory, META), "w") as fh:
         json.dump(meta, fh, indent=2)
@@ -92,7 +93,8 @@ def load_training_state(directory: str, models) -> tuple[int, dict, dict[str, di
         meta = json.load(fh)
     models.load_state_dict(state["models"])
     best = {"score": meta["best_score"], "step": meta["best_step"], "bad_evals": meta["bad_evals"],
-            "state": state["best_separator"], "val": meta.get("best_val", {})}
+            "state": state["best_separator"], "val": meta.get("best_val", {}),
+            "reference": meta.get("best_reference", meta["best_score"])}
     data = state.get("data")
     if data is None:
         data = {rank: {"streams": {k: {"position": v} for k, v in positions.items() if k != "batches"},

@@ -154,6 +154,16 @@ class _ConvTransposeS2(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
+def _autocast_cast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """The inputs in CPU autocast's dtype when autocast is on (the custom functions below run their
+    convolutions themselves, so autocast cannot cast their arguments); unchanged otherwise. The
+    casts are differentiable: the fp32 weights get fp32 gradients."""
+    if not torch.is_autocast_enabled("cpu"):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype("cpu")
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
 def _even_halving(x: torch.Tensor, module: nn.Module) -> bool:
     """CPU tensors (elsewhere the native layers run unchanged), square kernels, stride 2, and an
     output exactly half (or twice) the input: what the phase form covers."""
@@ -169,7 +179,7 @@ class Conv2dS2(nn.Conv2d):
         k, p = self.kernel_size[0], self.padding[0]
         # output exactly half the input: (H + 2p - k) // 2 + 1 == H // 2  <=>  2p - k in {-2, -1}
         if _even_halving(x, self) and 2 * p - k in (-2, -1):
-            return _ConvS2.apply(x, self.weight, self.bias, p)
+            return _ConvS2.apply(*_autocast_cast(x, self.weight, self.bias), p)
         return super().forward(x)
 
 
@@ -180,7 +190,7 @@ class ConvTranspose2dS2(nn.ConvTranspose2d):
         k, p, op = self.kernel_size[0], self.padding[0], self.output_padding
         # output (H - 1) * 2 - 2p + k + op == 2H  <=>  k + op - 2p == 2
         if output_size is None and _even_halving(x, self) and op[0] == op[1] and k + op[0] - 2 * p == 2:
-            return _ConvTransposeS2.apply(x, self.weight, self.bias, p, op[0])
+            return _ConvTransposeS2.apply(*_autocast_cast(x, self.weight, self.bias), p, op[0])
         return super().forward(x, output_size)
 
 
@@ -190,5 +200,5 @@ def conv_transpose_s2(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     p = conv.padding[0]
     op = 2 - conv.kernel_size[0] + 2 * p
     if x.device.type == "cpu" and conv.stride == (2, 2) and op in (0, 1):
-        return _ConvTransposeS2.apply(x, conv.weight, None, p, op)
+        return _ConvTransposeS2.apply(*_autocast_cast(x, conv.weight, None), p, op)
     return F.conv_transpose2d(x, conv.weight, stride=conv.stride, padding=conv.padding)

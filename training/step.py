@@ -25,11 +25,13 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
 from semisep.training.critic import Critic
 from semisep.training.losses import adversarial_loss, additivity_loss, critic_loss, level_normalized, supervised_loss
+from semisep.training.schedule import LearningRate
 from semisep.training.separator import SOURCES, UNet
 
 Batch = dict[str, torch.Tensor]
@@ -45,6 +47,12 @@ class Models:
     opt_critics: torch.optim.Optimizer | None = None  # one Adam over both critics (same as one each)
     compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # torch.compile(separator)
     critic_view: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # what the critics see of an excerpt
+    ema: AveragedModel | None = None  # the separator's weights averaged (train.ema_decay), or none
+    schedule: LearningRate | None = None  # the learning rate over the run (train.lr_schedule)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_separator] + ([self.opt_critics] if self.opt_critics else [])
 
     def separate(self, mixture: torch.Tensor) -> torch.Tensor:
         """(batch, F, T) log-magnitudes -> (batch, 2, F, T) estimates, compiled when asked for."""
@@ -56,7 +64,8 @@ class Models:
             "opt_separator": self.opt_separator.state_dict(),
             "critics": {k: c.state_dict() for k, c in self.critics.items()},
             "opt_critics": self.opt_critics.state_dict() if self.opt_critics else {},
-        }
+        } | ({"ema": self.ema.state_dict()} if self.ema is not None else {}) | (
+            {"schedule": self.schedule.state_dict()} if self.schedule is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
         self.separator.load_state_dict(state["separator"])
@@ -65,6 +74,13 @@ class Models:
             c.load_state_dict(state["critics"][k])
         if self.opt_critics:
             self.opt_critics.load_state_dict(state["opt_critics"])
+        if self.ema is not None:  # a checkpoint without one (written before, or with ema off) starts it anew
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = AveragedModel(self.separator, multi_avg_fn=self.ema.multi_avg_fn, use_buffers=True)
+        if self.schedule is not None and "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
 
 
 def build_separator(cfg: Config) -> UNet:
@@ -91,10 +107,18 @@ def _adam(params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9), fused=True)
 
 
+def ema_of(separator: UNet, decay: float) -> AveragedModel:
+    """torch's exponential moving average of ``separator``'s weights and buffers (its first update
+    copies them)."""
+    return AveragedModel(separator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def build_models(cfg: Config, device: torch.device | str = "cpu") -> Models:
     """Models for ``cfg``; no critic is built for the supervised baseline (alpha = beta = 0)."""
     sep = build_separator(cfg).to(device)
-    models = Models(sep, _adam(sep.parameters(), cfg.train.lr))
+    models = Models(sep, _adam(sep.parameters(), cfg.train.lr), schedule=LearningRate(cfg.train))
+    if cfg.train.ema_decay > 0:
+        models.ema = ema_of(sep, cfg.train.ema_decay)
     if cfg.train.alpha > 0:
         for source in SOURCES:
             models.critics[source] = Critic(cfg.transform.freq_bins, cfg.data.excerpt_frames,
@@ -107,9 +131,25 @@ def build_models(cfg: Config, device: torch.device | str = "cpu") -> Models:
     return models
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this processor computes bf16 in hardware (AVX512-BF16 or AMX tiles: oneDNN then runs
+    bf16 convolutions about twice as fast as fp32); elsewhere bf16 is emulated and slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """``train.precision`` on a device: ``auto`` is bf16 on a CPU with native bf16 and fp32 elsewhere
+    (on the H100 the paper config ran no faster in bf16: shared/DESIGN.md); fp32 and bf16 as given."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cpu" and native_bf16_cpu() else "fp32"
+
+
 def autocast(x: torch.Tensor, precision: str):
-    """bf16 autocast on CUDA when asked for; plain fp32 otherwise."""
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and x.device.type == "cuda")
+    """bf16 autocast on x's device (CPU or GPU) when ``precision`` resolves to bf16; fp32 otherwise.
+    Losses are computed on fp32 copies of the outputs (``.to(dtype)`` below)."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16,
+                          enabled=resolve_precision(precision, x.device.type) == "bf16")
 
 
 def _distributed() -> bool:
@@ -217,6 +257,8 @@ def train_step(models: Models, next_paired: Callable[[], Batch],
             metrics |= critic_update(models, next_unpaired(), t.gp_lambda, t.precision)
     unpaired = next_unpaired() if (t.semi_supervised and next_unpaired is not None) else None
     metrics |= separator_update(models, next_paired(), unpaired, t.alpha, t.beta, t.precision)
+    if models.ema is not None:
+        models.ema.update_parameters(models.separator)
     return metrics
 
 

@@ -39,6 +39,7 @@ class TrainResult:
     early_stopped: bool
     best_val: dict = field(default_factory=dict)  # validation figures at the best step
     dataset_version: str = ""
+    learning_curve: str = ""  # PNG of validation vocal SDR against step
 
     def summary(self) -> str:
         v = self.best_val
@@ -132,6 +133,8 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
         try:  # the model and checkpoints are safe on disk; now the run's record
             mlflow.log_artifacts(run_id, d, artifact_path="checkpoint")
             mlflow.set_tag(run_id, "semisep.best_step", str(meta["best_step"]))
+            done.learning_curve = _learning_curve(cfg, mlflow, run_id, name)
+            mlflow.log_artifact(run_id, done.learning_curve)
             if log_model is not None:
                 mlflow.set_tag(run_id, "semisep.model_uri", log_model(cfg.tracking_uri, run_id, model_dir))
             describe_run(cfg, run_id, done)
@@ -142,6 +145,19 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
                 f"({' '.join(str(exc).split())[:200]}): the model is in {model_dir} and the checkpoints in "
                 f"{checkpoint_dir}; MLflow run {run_id} is incomplete (no model logged)") from None
     return done
+
+
+def _learning_curve(cfg: Config, mlflow, run_id: str, name: str) -> str:
+    """The run's validation vocal SDR against step as ``<workdir>/curves/<name>.png``; returns its path."""
+    from semisep.training import learning_curve
+
+    folder = os.path.join(cfg.data.workdir, "curves")
+    os.makedirs(folder, exist_ok=True)
+    curve = learning_curve.history(mlflow, run_id)
+    gain = learning_curve.last_quarter_gain(curve)
+    mlflow.log_metric(run_id, "val_sdr_last_quarter_gain", gain)
+    return learning_curve.save({name: [curve]}, os.path.join(folder, f"{name}.png"),
+                               f"{name}: validation (last quarter of the steps gained {gain:+.2f} dB)")
 
 
 class _ProgressQueue:

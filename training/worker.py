@@ -60,6 +60,7 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet | No
     window_start, window_steps = time.perf_counter(), 0
     last_checkpoint = time.monotonic()
     while step < t.max_steps:
+        lr_factor = models.schedule.apply(models.optimizers, step) if models.schedule is not None else 1.0
         metrics = train_step(models, batches.supervised, next_unpaired, cfg)
         step += 1
         window_steps += 1
@@ -67,21 +68,25 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet | No
             log({"first_step_s": time.time() - started_at}, step)
             started_at = None
         if log and step % t.log_every == 0:
-            log(as_floats(metrics), step)
+            log(as_floats(metrics) | {"lr": t.lr * lr_factor}, step)
         if step % t.val_every and step != t.max_steps:
             continue
         train_seconds = time.perf_counter() - window_start
         started = time.perf_counter()
-        stop, report = False, {"step": step}
+        stop, cut, report = False, False, {"step": step}
         if rank == 0:
-            val = validate(models.separator, valid, t.batch_size, device)
-            stop = keep_best(best, selection_score(val, t.select_on), step, models.separator, t.patience, val)
-            report = {**val, "score": selection_score(val, t.select_on), "step": step, "best_step": best["step"],
+            val, weights = validate_weights(models, valid, t, device)
+            score = selection_score(val, t.select_on)
+            stop = keep_best(best, score, step, weights, t.patience, val, t.min_delta)
+            cut = models.schedule is not None and models.schedule.observe(score)
+            report = {**val, "score": score, "step": step, "best_step": best["step"],
                       "best_score": best["score"], "best_val_sdr": best["val"]["val_sdr"],
                       "best_val_loss": best["val"]["val_loss"], "steps_per_s": window_steps / train_seconds,
                       "early_stopped": float(stop)}
         save = stop or step >= t.max_steps or time.monotonic() - last_checkpoint >= t.checkpoint_every_s
-        stop, save = _broadcast_flags((stop, save), device)
+        stop, save, cut = _broadcast_flags((stop, save, cut), device)
+        if cut:
+            models.schedule.reduce()
         on_validation(step, report, stop, save)
         if save:
             last_checkpoint = time.monotonic()
@@ -92,6 +97,20 @@ def run(cfg: Config, models: Models, batches: Batches, valid: ValidationSet | No
         if stop:
             break
     return step
+
+
+def validate_weights(models: Models, valid: ValidationSet, t, device) -> tuple[dict, torch.nn.Module]:
+    """Validate the separator and, with ``train.ema_decay``, its weights' moving average; returns
+    the better one's figures and weights (what early stopping keeps and the run ships). The
+    figures say which (``val_ema``: 1 for the average) and hold both scores."""
+    val = validate(models.separator, valid, t.batch_size, device)
+    if models.ema is None:
+        return val, models.separator
+    averaged = validate(models.ema.module, valid, t.batch_size, device)
+    both = {"val_sdr_raw": val["val_sdr"], "val_sdr_ema": averaged["val_sdr"]}
+    if selection_score(averaged, t.select_on) > selection_score(val, t.select_on):
+        return averaged | both | {"val_ema": 1.0}, models.ema.module
+    return val | both | {"val_ema": 0.0}, models.separator
 
 
 def make_batches(cfg: Config, sources: dict, rank: int, world: int, count: int, device) -> Batches:
