@@ -1,5 +1,6 @@
 # make demo: set up .venv (and ffmpeg, fluidsynth) if needed, then run every stage on generated demo audio.
-# make test: set up the same way, then run the test suite (.ci/run calls this).
+# make test: set up the same way (and headless Chromium for the report's test), then run the test suite
+#   (.ci/run calls this).
 # make experiment-sampled: also install two General MIDI soundfonts, then run `semisep experiment` on
 #   songs played by sampled instruments and voices (configs/experiment-sampled.yaml, ~40 min on 2 cores).
 # make experiment-sampled-mixtures: the same corpus without unpaired solo recordings (a team with
@@ -19,7 +20,7 @@ MIXTURES_ONLY := --set "experiment.unpaired_roles=[mixture]" \
   --set train.pseudo_remix=true \
   --set experiment.pseudo=0.5 --set pseudo.rounds=2
 
-.PHONY: demo test setup soundfonts experiment-sampled experiment-sampled-mixtures clean
+.PHONY: demo test setup soundfonts browser experiment-sampled experiment-sampled-mixtures clean
 
 setup: $(STAMP)
 
@@ -37,10 +38,15 @@ soundfonts:
 	  echo "installing the FluidR3 and MuseScore General soundfonts (apt, ~200 MB)"; \
 	  $(SUDO) apt-get update -qq && $(APT) fluid-soundfont-gm musescore-general-soundfont >/dev/null; }
 
+# the tests open the demo's report.html in a real browser (headless Chromium from Debian's packages)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt, for the report's browser test)"; \
+	  $(SUDO) apt-get update -qq && $(APT) chromium >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/semisep demo --config configs/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest -q
 
 experiment-sampled: $(STAMP) soundfonts

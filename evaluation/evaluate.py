@@ -19,7 +19,7 @@ import pandas as pd
 from semisep.pipeline.config import Config
 from semisep.pipeline.corpora import TrackSpec, load_source, scan_corpus
 from semisep.pipeline.errors import AudioError, SemisepError
-from semisep.evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table
+from semisep.evaluation.bss_eval import TARGETS, aggregate, score_track, sdr_table, track_frame_medians
 from semisep.evaluation.repet import repet_sim
 from semisep.evaluation.separate import full_rate_stft_config, separate
 from semisep.pipeline.spectrogram import resample, to_mono
@@ -78,8 +78,9 @@ def oracle_irm(track: dict[str, np.ndarray], sr: int, transform) -> dict[str, np
 
 
 def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[str, str] | None = None,
-             references: bool = True, progress: bool = True) -> EvalResult:
-    """Score ``models`` (label -> model folder) on the test split; write JSON, table, plots."""
+             references: bool = True, progress: bool = True, report: bool = True) -> EvalResult:
+    """Score ``models`` (label -> model folder) on the test split; write JSON, table, plots and
+    (``report``) report.html, with excerpts to listen to chosen by the first model's scores."""
     from tqdm import tqdm
 
     loaded = {label: load_model(path) for label, path in models.items()}
@@ -123,10 +124,62 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
                                     f"{frames_df.track.nunique()} tracks\n\n{table}\n")
     from semisep.evaluation.report import boxplots
 
-    boxplots(frames_df, out, methods)
+    plots = boxplots(frames_df, out, methods)
+    if report and models:
+        write_report(cfg, loaded, frames_df, summary, plots, out)
     if run_ids:
         _log_to_mlflow(cfg, summary, out, run_ids)
     return EvalResult(frames_df, summary, table, str(out))
+
+
+def sdr_frame(summary: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``sdr_table`` as a frame: per method, vocal and accompaniment SDR median and mean over tracks."""
+    sdr = summary[summary.metric == "SDR"].pivot_table(index="method", columns="target", values=["median", "mean"])
+    rows = [{"method": m, "vocals median": sdr.loc[m, ("median", "vocals")], "vocals mean": sdr.loc[m, ("mean", "vocals")],
+             "accompaniment median": sdr.loc[m, ("median", "accompaniment")],
+             "accompaniment mean": sdr.loc[m, ("mean", "accompaniment")]} for m in order if m in sdr.index]
+    return pd.DataFrame(rows)
+
+
+def listening_excerpts(cfg: Config, loaded: dict, per_track: pd.Series, test_set: str) -> list:
+    """The excerpts of ``html_report``'s rule for one test set: the songs picked by ``per_track``
+    (track -> the reference model's vocal SDR), each separated whole by every model in ``loaded``
+    (label -> load_model's triple) and by the oracle mask, then cut to the loudest-vocals window."""
+    from semisep.evaluation import html_report
+
+    specs = {spec.track_id: spec for spec in test_tracks(cfg)}
+    out = []
+    for track, why in html_report.pick_tracks(per_track):
+        data, sr = load_track(specs[track], cfg.eval.protocol, cfg.transform.sample_rate)
+        start, stop = html_report.loudest_window(data["vocals"], sr)
+        estimates = {label: separate(model, transform, data["mixture"], sr, window_frames=meta["window_frames"])
+                     for label, (model, transform, meta) in loaded.items()}
+        estimates["oracle_irm"] = oracle_irm(data, sr, cfg.transform)
+        out.append(html_report.Excerpt(test_set, track, why, start / sr, sr, html_report.cut(data, start, stop),
+                                       {m: html_report.cut(e, start, stop) for m, e in estimates.items()}))
+    return out
+
+
+def write_report(cfg: Config, loaded: dict, frames: pd.DataFrame, summary: pd.DataFrame, plots: list[Path],
+                 out: Path) -> Path:
+    """``<out>/report.html``: the SDR table, the boxplots and the listening excerpts."""
+    from semisep.evaluation import html_report
+
+    methods = list(dict.fromkeys(frames.method))
+    first = next(iter(loaded))
+    per_track = track_frame_medians(frames)
+    vocals = per_track[(per_track.method == first) & (per_track.target == "vocals") & (per_track.metric == "SDR")]
+    split = f"{cfg.eval.corpus}/{cfg.eval.split}"
+    excerpts = listening_excerpts(cfg, loaded, vocals.set_index("track").score, split)
+    return html_report.write(
+        out / "report.html", f"semisep evaluation: {split}",
+        f"BSS Eval v4 through museval ({cfg.eval.protocol} protocol), dB: median over {cfg.eval.win_seconds:g} s frames "
+        f"per track, then median and mean over {frames.track.nunique()} tracks. oracle_irm, repet_sim and mixture are "
+        "references (no training).",
+        [("Scores", [html_report.table(sdr_frame(summary, methods), "SDR (dB)"),
+                     *[html_report.figure(p, f"{p.stem}: per-track medians per method") for p in plots[:1]]])],
+        excerpts, first,
+        after=[("Other metrics", [html_report.figure(p, f"{p.stem}: per-track medians per method") for p in plots[1:]])])
 
 
 def _log_to_mlflow(cfg: Config, summary: pd.DataFrame, out: Path, run_ids: dict[str, str]) -> None:
@@ -140,7 +193,7 @@ def _log_to_mlflow(cfg: Config, summary: pd.DataFrame, out: Path, run_ids: dict[
                 c.log_metric(run_id, f"test_{r.target}_{r.metric}_{stat}", float(r[stat]))
         c.log_artifacts(run_id, str(out / method), artifact_path=f"museval/{cfg.eval.protocol}")
         c.log_artifact(run_id, str(out / "results.md"), artifact_path="evaluation")
-        for png in out.glob("*.png"):
+        for png in [*out.glob("*.png"), *out.glob("report.html")]:
             c.log_artifact(run_id, str(png), artifact_path="evaluation")
         c.set_tag(run_id, "semisep.eval_protocol", cfg.eval.protocol)
         c.set_tag(run_id, "semisep.eval_summary", json.dumps(

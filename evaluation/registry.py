@@ -140,8 +140,10 @@ def champion_version(tracking_uri: str, registered_model: str):
         raise registry_error(tracking_uri, f"the champion of {registered_model!r}", exc) from None
 
 
-def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None) -> str:
-    """Register the separator logged by ``run_id`` as a new version of ``name``; returns the version."""
+def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | None = None,
+             report: str | None = None) -> str:
+    """Register the separator logged by ``run_id`` as a new version of ``name``; returns the version.
+    ``report``: the path of an evaluation's report.html that scored it, named in the version's card."""
     from mlflow import MlflowClient
 
     c = MlflowClient(tracking_uri=tracking_uri)
@@ -158,7 +160,9 @@ def register(tracking_uri: str, name: str, run_id: str, tags: dict[str, str] | N
     c.update_model_version(name, mv.version, description=(
         f"{about}\n\nRegistered from run `{run_id}` ({run.info.run_name}). Load this version: "
         f"`semisep separate song.wav -o out --model models:/{name}/{mv.version}`. Not yet through the promotion gate: "
-        f"`semisep promote --candidate {mv.version}`."))
+        f"`semisep promote --candidate {mv.version}`."
+        + (f"\n\nIts evaluation report (tables, plots, excerpts to listen to): `{report}`, also the run's artifact "
+           f"`evaluation/report.html`." if report else "")))
     return str(mv.version)
 
 

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per-seed\n     differences, the mean improvement with a 95% CI over tracks and a "
                                    "Wilcoxon signed-rank test.\n"
                                    "Writes <workdir>/experiment/<name>/{results.md,scores.csv,improvements.csv,"
-                                   "improvement.png,\nvocals_per_track.png}, also logged to one MLflow parent run "
+                                   "improvement.png,\nvocals_per_track.png,learning_curves.png,curves.csv}, also logged to one MLflow parent run "
                                    "whose children are the trainings.\n\n"
                                    "Examples:\n"
                                    "  semisep experiment --config configs/experiment-demo.yaml\n"
@@ -261,7 +261,8 @@ def cmd_train(args) -> int:
                        say=(lambda line: None) if args.quiet else None)
     finally:
         progress.close()
-    print(f"{name}: {result.summary()}; model in {result.model_dir}; MLflow run {result.run_id}")
+    print(f"{name}: {result.summary()}; model in {result.model_dir}; learning curve {result.learning_curve}; "
+          f"MLflow run {result.run_id}")
     if args.register:
         from semisep.evaluation.registry import register
 
@@ -317,6 +318,7 @@ def cmd_experiment(args) -> int:
     print()
     print(result.table)
     print(f"tables, per-track scores and plots: {result.out_dir}; MLflow parent run {result.parent_run_id}")
+    print(f"read, look and listen: {os.path.join(result.out_dir, 'report.html')}")
     return 0
 
 
@@ -332,6 +334,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate(cfg, models, out, references=not args.no_references)
     print(result.table)
     print(f"per-track museval JSON, summary.csv, results.md and plots in {out}")
+    print(f"read, look and listen: {os.path.join(out, 'report.html')}")
     return 0
 
 

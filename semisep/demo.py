@@ -64,13 +64,15 @@ def run_demo(cfg: Config, say=print) -> DemoResult:
     say("")
     say(f"BSS Eval v4 ({cfg.eval.protocol} protocol), dB, median over 1 s frames then median/mean over tracks:")
     say(scored.table)
-    say(f"museval JSON, results.md and boxplots: {out}")
+    say(f"museval JSON, results.md, boxplots and report.html: {out}")
     chosen = results[run_kind(cfg)]
-    version = register(cfg.tracking_uri, cfg.mlflow.registered_model, chosen.run_id)
+    page = os.path.abspath(os.path.join(out, "report.html"))
+    version = register(cfg.tracking_uri, cfg.mlflow.registered_model, chosen.run_id, report=page)
     say(f"[6/6] registered {run_kind(cfg)} as {cfg.mlflow.registered_model} version {version}; promotion gate "
         f"(candidate and champion measured on {cfg.eval.corpus}/{cfg.promote.split}):")
     decision = promote(cfg, version)
     say(decision.summary())
     say(f"separate your songs with it: .venv/bin/semisep separate song.wav -o separated")
     say(f"look at the runs: .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri}")
+    say(f"read, look and listen (tables, plots, excerpts of every model): {page}")
     return DemoResult(scored.table, version, decision)

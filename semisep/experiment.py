@@ -29,7 +29,8 @@ use; how well validation SDR and validation loss rank the trained models against
 Tracks are the unit of the interval and the test (they are the sample of music); the per-seed
 differences show how much training noise sits on top. Results: ``results.md`` (the tables),
 ``scores.csv`` (every track, seed, method, target), ``improvements.csv``, ``validation.csv``,
-``improvement.png`` and ``vocals_per_track.png``, all logged to an MLflow parent run whose children
+``improvement.png``, ``vocals_per_track.png``, ``learning_curves.png`` and ``curves.csv`` (validation vocal SDR
+against step per arm, and what the last quarter of each training's steps gained), all logged to an MLflow parent run whose children
 are the trainings.
 """
 
@@ -242,6 +243,85 @@ def student_model(cfg: Config) -> dict:
     return {"model": model} if model else {}
 
 
+def learning_curves(cfg: Config, mlflow, runs: dict[str, dict], labels: list[str], out: Path) -> tuple[pd.DataFrame, Path]:
+    """Each reported training's validation vocal SDR against step, read back from its MLflow run:
+    ``learning_curves.png`` (one line per arm, the mean over seeds with a band) and a frame of
+    arm, seed, steps, best_step, last_quarter_gain (what the last quarter of its steps gained)."""
+    from semisep.training import learning_curve
+
+    groups: dict[str, list] = {}
+    rows = []
+    for label in labels:
+        arm, seed = _split_label(label)
+        curve = learning_curve.history(mlflow, runs[label]["run_id"])
+        groups.setdefault(arm, []).append(curve)
+        rows.append({"arm": arm, "seed": seed, "steps": curve[-1][0] if curve else 0,
+                     "best_step": runs[label]["best_step"], "last_quarter_gain": learning_curve.last_quarter_gain(curve)})
+    path = out / "learning_curves.png"
+    learning_curve.save(groups, path, f"{cfg.experiment.name}: validation vocal SDR (mean over seeds, band: lowest to highest)")
+    return pd.DataFrame(rows), path
+
+
+def report(cfg: Config, sets: list[dict], models: dict[str, str], scores: pd.DataFrame, improvements: pd.DataFrame,
+           validation: pd.DataFrame, curves: pd.DataFrame, plots: list[Path], chosen: str, out: Path) -> Path:
+    """``<out>/report.html``: the tables, the plots and, per test set, excerpts separated by every
+    arm's first seed's model, the songs picked by the arm chosen on validation (mean over seeds)."""
+    from semisep.evaluation import html_report
+    from semisep.evaluation.comparison import method_summary
+    from semisep.evaluation.evaluate import listening_excerpts
+    from semisep.training.checkpoint import load_model
+
+    e = cfg.experiment
+    seed = int(e.seeds[0])
+    arms_first = [chosen, *[a for a in e.arms if a != chosen]]
+    loaded = {arm: load_model(models[f"{arm}-seed{seed}"]) for arm in arms_first}
+    excerpts = []
+    for s in sets:
+        set_cfg = Config.from_dict(cfg.to_dict())
+        set_cfg.eval.corpus, set_cfg.eval.split = s["corpus"], s["split"]
+        mine = scores[(scores.test_set == s["name"]) & (scores.method == chosen) & (scores.target == "vocals")]
+        excerpts += listening_excerpts(set_cfg, loaded, mine.groupby("track").sdr.mean(), s["name"])
+    summary = method_summary(scores).pivot_table(index=["test_set", "method"], columns="target", values=["median", "mean"],
+                                                 sort=False)
+    summary.columns = [f"{target} {stat}" for stat, target in summary.columns]
+    summary = summary.reset_index()[["test_set", "method", "vocals median", "vocals mean", "accompaniment median",
+                                     "accompaniment mean"]]
+    diffs = improvements.assign(per_seed=improvements.per_seed.map(lambda v: ", ".join(f"{x:+.2f}" for x in v)),
+                                ci=[f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(improvements.ci_low, improvements.ci_high)])
+    diffs = diffs[["test_set", "target", "comparison", "per_seed", "mean", "ci", "p_value", "tracks"]]
+    by_arm = validation.groupby("arm", sort=False).agg(val_sdr=("val_sdr", "mean"), val_loss=("val_loss", "mean"),
+                                                      best_step=("best_step", "mean")).reset_index()
+    seeds = ", ".join(map(str, e.seeds))
+    return html_report.write(
+        out / "report.html", f"semisep experiment: {e.name}",
+        f"{len(e.arms)} arms x {len(e.seeds)} seeds ({seeds}); BSS Eval v4 through museval, dB: per-track median over "
+        f"1 s frames, averaged over seeds; intervals are 95% t-intervals over tracks. Chosen on validation: {chosen}.",
+        [("Results", [html_report.table(summary, "SDR (dB): median and mean over tracks"),
+                      *[html_report.figure(p, p.stem.replace("_", " ")) for p in plots[:1]],
+                      html_report.table(diffs, "Differences (dB): per-seed, mean over tracks with a 95% CI, Wilcoxon p"),
+                      html_report.table(by_arm, "Validation (what chooses): mean over seeds at each model's best step")])],
+        excerpts, f"{chosen} (the arm chosen on validation; every arm's seed-{seed} model separates)",
+        after=[("Plots", [html_report.figure(p, p.stem.replace("_", " ")) for p in plots[1:]]),
+               ("Learning curves", [html_report.table(curves, "What the last quarter of each training's steps gained "
+                                                              "in validation vocal SDR (dB)")])])
+
+
+def curves_markdown(curves: pd.DataFrame) -> str:
+    """Per arm: steps run, best step, and what the last quarter of the steps gained (mean and
+    largest over seeds); "rising" when any seed gained at least FLAT_DB there."""
+    from semisep.training.learning_curve import FLAT_DB
+
+    lines = ["", f"Learning curves (learning_curves.png): what the last quarter of each training's steps gained in "
+             f"validation vocal SDR (best overall minus best by 3/4 of its steps); under {FLAT_DB} dB counts as flat.",
+             "| arm | steps (mean) | best step (mean) | last-quarter gain, mean | largest | curve |",
+             "|---|---:|---:|---:|---:|---|"]
+    for arm, g in curves.groupby("arm", sort=False):
+        rising = bool((g.last_quarter_gain >= FLAT_DB).any())
+        lines.append(f"| {arm} | {g.steps.mean():.0f} | {g.best_step.mean():.0f} | {g.last_quarter_gain.mean():+.2f} "
+                     f"| {g.last_quarter_gain.max():+.2f} | {'still rising' if rising else 'flat'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _split_label(label: str) -> tuple[str, int]:
     arm, seed = label.rsplit("-seed", 1)
     return arm, int(seed)
@@ -289,7 +369,7 @@ def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: b
         for s in sets:
             set_cfg = Config.from_dict(cfg.to_dict())
             set_cfg.eval.corpus, set_cfg.eval.split = s["corpus"], s["split"]
-            result = evaluate(set_cfg, models, str(out / "eval" / s["name"]), progress=progress)
+            result = evaluate(set_cfg, models, str(out / "eval" / s["name"]), progress=progress, report=False)
             for _, r in result.summary[result.summary.method.isin(labels)].iterrows():
                 key = _metric_key(f"test_{s['name']}_{r.target}_{r.metric}")
                 mlflow.log_metric(runs[r.method]["run_id"], f"{key}_median", float(r["median"]))
@@ -306,13 +386,19 @@ def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: b
         validation = pd.DataFrame([{"arm": _split_label(label)[0], "seed": _split_label(label)[1],
                                     "val_sdr": runs[label]["val_sdr"], "val_loss": runs[label]["val_loss"],
                                     "best_step": runs[label]["best_step"]} for label in labels])
-        table = markdown(scores, improvements, validation)
+        curves, curve_png = learning_curves(cfg, mlflow, runs, labels, out)
+        table = markdown(scores, improvements, validation) + curves_markdown(curves)
+        curves.to_csv(out / "curves.csv", index=False)
         scores.to_csv(out / "scores.csv", index=False)
         improvements.to_csv(out / "improvements.csv", index=False)
         validation.to_csv(out / "validation.csv", index=False)
         (out / "results.md").write_text(table)
+        plots = plot(scores, improvements, out)
+        chosen = str(validation.groupby("arm", sort=False).val_sdr.mean().idxmax())
+        say(f"  listening excerpts for report.html ({len(sets)} test sets)")
+        page = report(cfg, sets, models, scores, improvements, validation, curves, [*plots, curve_png], chosen, out)
         for path in [out / "results.md", out / "scores.csv", out / "improvements.csv", out / "validation.csv",
-                     *plot(scores, improvements, out)]:
+                     out / "curves.csv", curve_png, *plots, page]:
             mlflow.log_artifact(parent, str(path), artifact_path="experiment")
         for _, r in improvements.iterrows():
             key = _metric_key(f"{r.test_set}_{r.target}_{r.comparison.replace(' - ', '_vs_')}")
@@ -322,7 +408,8 @@ def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: b
         for arm, g in validation.groupby("arm"):
             mlflow.log_metric(parent, _metric_key(f"val_sdr_{arm}"), float(g.val_sdr.mean()))
         mlflow.set_tag(parent, "semisep.experiment_runs", json.dumps({k: v["run_id"] for k, v in runs.items()}))
-        mlflow.set_tag(parent, "semisep.chosen_on_validation", str(validation.groupby("arm").val_sdr.mean().idxmax()))
+        mlflow.set_tag(parent, "semisep.chosen_on_validation", chosen)
+        mlflow.set_tag(parent, "semisep.report", str(page.resolve()))
     except BaseException:
         mlflow.set_terminated(parent, "FAILED")
         raise
