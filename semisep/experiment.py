@@ -22,13 +22,16 @@ REPET-SIM. Per test set and target:
   with a 95% t-interval over tracks, and a two-sided Wilcoxon signed-rank test over tracks.
 
 Choosing on validation, never on test: each arm's best validation SDR (the figure that picked its
-best step) is reported, averaged over seeds, and the arm that wins there is named as the one to
-use; how well validation SDR and validation loss rank the trained models against their test SDR
+best step) is reported, averaged over seeds; the arm to use is supervised+remix (the simpler one)
+unless another beats it on the validation songs with a 95% interval of the paired differences over
+seeds x songs above 0 (``evaluation.comparison.choose_arm``: the highest mean over a handful of
+songs picked an arm once that lost on both test sets); how well validation SDR and validation loss rank the trained models against their test SDR
 (Spearman's rho over all models) is reported beside it.
 
 Tracks are the unit of the interval and the test (they are the sample of music); the per-seed
 differences show how much training noise sits on top. Results: ``results.md`` (the tables),
 ``scores.csv`` (every track, seed, method, target), ``improvements.csv``, ``validation.csv``,
+``validation_per_song.csv``,
 ``improvement.png``, ``vocals_per_track.png``, ``learning_curves.png`` and ``curves.csv`` (validation vocal SDR
 against step per arm, and what the last quarter of each training's steps gained), all logged to an MLflow parent run whose children
 are the trainings.
@@ -45,7 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from semisep.evaluation.comparison import ARMS, BASELINE, REFERENCE_ROWS, improvement_stats, markdown, plot
+from semisep.evaluation.comparison import (
+    ARMS, BASELINE, REFERENCE_ROWS, choice_markdown, choose_arm, improvement_stats, markdown, plot)
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
 
@@ -243,6 +247,23 @@ def student_model(cfg: Config) -> dict:
     return {"model": model} if model else {}
 
 
+def validation_per_song(cfg: Config, models: dict[str, str], labels: list[str]) -> pd.DataFrame:
+    """Every trained model's vocal SDR on each validation song (the figure training validates on,
+    before its mean over songs): arm, seed, track, val_sdr. What ``choose_arm`` pairs."""
+    from semisep.training.checkpoint import load_model
+    from semisep.training.data import read_validation, validation_files
+    from semisep.training.validation import per_track_sdr
+
+    valid = read_validation(validation_files(cfg), cfg)
+    rows = []
+    for label in labels:
+        arm, seed = _split_label(label)
+        model = load_model(models[label])[0]
+        rows += [{"arm": arm, "seed": seed, "track": track, "val_sdr": sdr}
+                 for track, sdr in per_track_sdr(model, valid, cfg.train.batch_size).items()]
+    return pd.DataFrame(rows)
+
+
 def learning_curves(cfg: Config, mlflow, runs: dict[str, dict], labels: list[str], out: Path) -> tuple[pd.DataFrame, Path]:
     """Each reported training's validation vocal SDR against step, read back from its MLflow run:
     ``learning_curves.png`` (one line per arm, the mean over seeds with a band) and a frame of
@@ -387,18 +408,20 @@ def run_experiment(cfg: Config, say=print, progress: bool = True, trial_lines: b
                                     "val_sdr": runs[label]["val_sdr"], "val_loss": runs[label]["val_loss"],
                                     "best_step": runs[label]["best_step"]} for label in labels])
         curves, curve_png = learning_curves(cfg, mlflow, runs, labels, out)
-        table = markdown(scores, improvements, validation) + curves_markdown(curves)
+        per_song = validation_per_song(cfg, models, labels)
+        per_song.to_csv(out / "validation_per_song.csv", index=False)
+        chosen, choice = choose_arm(per_song)
+        table = markdown(scores, improvements, validation) + choice_markdown(chosen, choice) + curves_markdown(curves)
         curves.to_csv(out / "curves.csv", index=False)
         scores.to_csv(out / "scores.csv", index=False)
         improvements.to_csv(out / "improvements.csv", index=False)
         validation.to_csv(out / "validation.csv", index=False)
         (out / "results.md").write_text(table)
         plots = plot(scores, improvements, out)
-        chosen = str(validation.groupby("arm", sort=False).val_sdr.mean().idxmax())
         say(f"  listening excerpts for report.html ({len(sets)} test sets)")
         page = report(cfg, sets, models, scores, improvements, validation, curves, [*plots, curve_png], chosen, out)
         for path in [out / "results.md", out / "scores.csv", out / "improvements.csv", out / "validation.csv",
-                     out / "curves.csv", curve_png, *plots, page]:
+                     out / "validation_per_song.csv", out / "curves.csv", curve_png, *plots, page]:
             mlflow.log_artifact(parent, str(path), artifact_path="experiment")
         for _, r in improvements.iterrows():
             key = _metric_key(f"{r.test_set}_{r.target}_{r.comparison.replace(' - ', '_vs_')}")

@@ -30,15 +30,21 @@ def _sdr(ref: torch.Tensor, est: torch.Tensor, energy: torch.Tensor) -> torch.Te
     return 10 * torch.log10(energy.clamp_min(1e-20) / error.clamp_min(1e-20))
 
 
-def _track_medians(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
-    """Median SDR per track over its non-silent rows; mean over tracks."""
-    medians = []
+def _per_track(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Median SDR per track over its non-silent rows, by track index."""
+    medians = {}
     for k in torch.unique(track):
         rows = track == k
         e = energy[rows]
         keep = e >= e.max() * 10 ** (-SILENT_DB / 10)
         if keep.any():
-            medians.append(torch.quantile(sdr[rows][keep], 0.5))  # the middle two averaged, like numpy
+            medians[int(k)] = torch.quantile(sdr[rows][keep], 0.5)  # the middle two averaged, like numpy
+    return medians
+
+
+def _track_medians(sdr: torch.Tensor, energy: torch.Tensor, track: torch.Tensor) -> torch.Tensor:
+    """Median SDR per track over its non-silent rows; mean over tracks."""
+    medians = list(_per_track(sdr, energy, track).values())
     return torch.stack(medians).mean() if medians else torch.tensor(float("nan"))
 
 
@@ -106,6 +112,23 @@ def validate(separator, valid: ValidationSet, batch_size: int, device="cpu") -> 
         out[f"val_sdr_{name}"] = float(_track_medians(torch.cat(sdrs), torch.cat(energies), valid.track))
     out["val_sdr"] = out["val_sdr_vocals"]
     return out
+
+
+@torch.no_grad()
+def per_track_sdr(separator, valid: ValidationSet, batch_size: int, device="cpu") -> dict[str, float]:
+    """Each validation song's vocal SDR (the median over its non-silent excerpts, as ``validate``
+    computes it before the mean over songs), by track name: what a choice between models can pair."""
+    was_training = separator.training
+    separator.eval()
+    sdrs, energies = [], []
+    for part, mix_log, _, energy in _batches(valid, batch_size, device):
+        vocals = part["mixture"] * soft_mask(separator(mix_log).float())
+        sdrs.append(_sdr(part["vocals"], vocals, energy["vocals"]).cpu())
+        energies.append(energy["vocals"].cpu())
+    if was_training:
+        separator.train()
+    medians = _per_track(torch.cat(sdrs), torch.cat(energies), valid.track)
+    return {valid.tracks[k]: float(v) for k, v in medians.items()}
 
 
 def selection_score(val: dict[str, float], select_on: str) -> float:

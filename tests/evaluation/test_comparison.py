@@ -59,5 +59,40 @@ def test_ranking_and_the_validation_table_name_the_arm_that_wins_on_validation()
     # test SDR per model: semi seeds (mean over tracks) 2.5, 2.17; sup seeds 1, 1
     assert rho["models"] == 4 and rho["val_sdr"] > 0.5
     text = markdown(scores, improvement_stats(scores), validation)
-    assert "Chosen on validation: semi-supervised" in text
+    assert "Highest mean validation vocal SDR: semi-supervised" in text
     assert "| semi-supervised | 1.95 | 2.00, 1.90 |" in text
+
+
+def _per_song(diffs: dict[str, list[float]], base: float = 2.0) -> pd.DataFrame:
+    """Validation SDR per (arm, seed, song): supervised+remix at ``base``, each arm ``base`` + its
+    differences (2 seeds x 3 songs, in that order)."""
+    rows = []
+    for arm, values in {"supervised+remix": [0.0] * 6, **diffs}.items():
+        for i, d in enumerate(values):
+            rows.append({"arm": arm, "seed": i // 3, "track": f"song{i % 3}", "val_sdr": base + d})
+    return pd.DataFrame(rows)
+
+
+def test_the_choice_keeps_the_simpler_arm_unless_another_wins_beyond_the_noise():
+    from semisep.evaluation.comparison import choice_markdown, choose_arm
+
+    # a higher mean (+0.46) made of one lucky song: the interval spans 0, the default stays
+    noisy = _per_song({"self-training+remix": [2.5, -0.2, -0.1, 0.6, -0.3, 0.26], "supervised": [-2.0] * 6})
+    chosen, table = choose_arm(noisy)
+    assert noisy.groupby("arm").val_sdr.mean().idxmax() == "self-training+remix"
+    assert chosen == "supervised+remix"
+    row = table.set_index("arm").loc["self-training+remix"]
+    assert row["mean"] == pytest.approx(0.46) and row.ci_low < 0 < row.ci_high and row.pairs == 6
+    assert row.verdict == "not above the noise"
+    # a steady gain wins; of two winners, the larger mean
+    steady = _per_song({"self-training+remix": [0.4, 0.5, 0.3, 0.45, 0.35, 0.5],
+                        "semi-supervised+remix": [0.2, 0.25, 0.15, 0.2, 0.3, 0.2]})
+    assert choose_arm(steady)[0] == "self-training+remix"
+    # ... unless it costs the paired domain more than 0.2 dB there: the next winner
+    paired = _per_song({"self-training+remix": [-0.5] * 6, "semi-supervised+remix": [-0.1] * 6})
+    chosen, table = choose_arm(steady, paired_domain=paired)
+    assert chosen == "semi-supervised+remix"
+    assert table.set_index("arm").loc["self-training+remix"].verdict == "refused: costs the paired domain"
+    text = choice_markdown(chosen, table)
+    assert "Chosen on validation: **semi-supervised+remix**" in text and "| self-training+remix | supervised+remix |" in text
+    assert "-0.50" in text and "no split" not in text

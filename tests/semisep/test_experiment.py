@@ -108,6 +108,20 @@ def test_cli_experiment_end_to_end(tmp_path, ray_session, capsys):
     assert np.isfinite(scores.sdr).all()
     validation = pd.read_csv(result_dir / "validation.csv")
     assert len(validation) == 10 and np.isfinite(validation.val_sdr).all()
+    # the choice pairs every model's figure on each validation song; the mean over songs is training's
+    per_song = pd.read_csv(result_dir / "validation_per_song.csv")
+    assert len(per_song) == 10 * per_song.track.nunique() and per_song.track.nunique() >= 1
+    means = per_song.groupby(["arm", "seed"]).val_sdr.mean()
+    for _, r in validation.iterrows():
+        assert means[(r.arm, r.seed)] == pytest.approx(r.val_sdr, abs=1e-3), (r.arm, r.seed)
+    assert "Rule: the simpler arm, supervised+remix" in out
+    # learning curves and the report: one line per arm, every arm's last-quarter gain
+    curves = pd.read_csv(result_dir / "curves.csv")
+    assert len(curves) == 10 and set(curves.arm) == set(methods[:5]) and (curves.steps == 4).all()
+    assert (result_dir / "learning_curves.png").stat().st_size > 5000
+    assert "| still rising |" in out or "| flat |" in out
+    page = (result_dir / "report.html").read_text()
+    assert page.count("<img") == 3 and page.count("data:audio/ogg;base64,") >= 2 * (3 + 2 * 6)
     for png in ("improvement.png", "vocals_per_track.png"):
         assert (result_dir / png).stat().st_size > 10_000
 
