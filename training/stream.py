@@ -152,6 +152,11 @@ class ShardStream:
         self.rank, self.world, self.gen = int(state["rank"]), int(state["world"]), int(state["gen"])
         self.window_rows = int(state["window_rows"])
         assert self.window_rows > 0
+        if self.files.total < self.world:  # a worker's share of every epoch would be empty: take() would spin
+            folder = self.files.paths[0].rsplit("/", 1)[0]
+            raise SemisepError(f"training stream of {self.files.total} rows ({len(self.files.paths)} shards in {folder}) "
+                               f"cannot be shared by {self.world} workers: add data or use fewer workers "
+                               "(train.num_workers)")
         self.drawn = {int(e): [int(c), int(s)] for e, (c, s) in state["drawn"].items()}
 
     def state(self) -> dict:
@@ -285,7 +290,12 @@ class ShardStream:
 
     # ----------------------------------------------------------------- drawing
     def take(self, n: int) -> dict[str, torch.Tensor]:
-        """The next ``n`` rows of every column, float32 planes (n, 2, F, T)."""
+        """The next ``n`` rows of every column, float32 planes (n, 2, F, T); n may be 0 (a batch
+        with no row of this stream, e.g. a paired share that rounds to nothing on a worker)."""
+        if n <= 0:
+            self.last_ids = self.last_epochs = np.zeros(0, np.int64)
+            empty = (0, 2, self.transform.freq_bins, self.frames)
+            return {c: torch.zeros(empty) for c in self.files.columns}
         parts: dict[str, list[np.ndarray]] = {c: [] for c in self.files.columns}
         id_parts, epoch_parts = [], []
         while n > 0:

@@ -160,3 +160,20 @@ def test_a_shard_of_another_transform_is_refused_when_read_naming_it(tmp_path):
     with pytest.raises(SemisepError, match=r"other/part-000\.parquet: spectrogram transform differs.*hop_length"):
         for _ in range(5):
             stream.take(4)
+
+
+def test_taking_no_rows_gives_empty_planes_and_draws_nothing(tmp_path):
+    """A worker's paired share can round to 0 rows (batch 8, 4 workers, remix 0.75): not an IndexError."""
+    stream = make(write_store(tmp_path), initial_state(0, 1, 64))
+    planes = stream.take(0)["vocals"]
+    assert planes.shape == (0, 2, F, T) and planes.dtype == torch.float32 and len(stream.last_ids) == 0
+    ids, _, _ = draw(stream, 5)
+    assert len(ids) == 5 and stream.drawn == {0: [5, stream.drawn[0][1]]}
+
+
+def test_a_stream_with_fewer_rows_than_workers_is_refused_not_spun(tmp_path):
+    """A rank whose share of every epoch is empty used to skip epochs forever, busy and silent."""
+    files = write_store(tmp_path, rows=(1, 1))
+    with pytest.raises(SemisepError, match=r"2 rows \(2 shards in .*\) cannot be shared by 3 workers: add data"):
+        make(files, initial_state(2, 3, 64))
+    assert len(draw(make(files, initial_state(1, 2, 64)), 3)[0]) == 3  # 2 workers: one row each per epoch
