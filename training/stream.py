@@ -3,8 +3,11 @@
 An epoch of a stream (say, the unpaired vocals) is every row of its shard files once. The rows are
 cut into chunks of ``CHUNK_ROWS`` (a shard's row groups), the chunks are put in an order drawn from
 (seed, epoch), and that sequence is dealt to the workers as contiguous parts of near-equal row
-counts: which chunks a worker reads is a function of (seed, epoch, rank, world) only, and together
-the parts are the epoch, each row once. A worker draws its part window by window: a window is the
+counts: for a given file list (the shards' sorted paths and row counts), which chunks a worker
+reads in a fresh epoch is a function of (seed, epoch, rank, world), and together the parts are the
+epoch, each row once. After a change of world size (``resplit``), the rest of every begun epoch is
+dealt from what the old workers had left, so the order then also depends on that history; a run
+whose file list changes under it reads other rows (what a training plans on must stay fixed). A worker draws its part window by window: a window is the
 next ``window_rows`` rows of its part (chunks of as many songs), read in a background thread while
 the previous window is drawn, its rows drawn in a permutation seeded by the window's place. A
 stream therefore holds at most two windows of rows, however large the corpus.
