@@ -334,7 +334,8 @@ def cmd_evaluate(args) -> int:
     result = evaluate(cfg, models, out, references=not args.no_references)
     print(result.table)
     print(f"per-track museval JSON, summary.csv, results.md and plots in {out}")
-    print(f"read, look and listen: {os.path.join(out, 'report.html')}")
+    if os.path.isfile(os.path.join(out, "report.html")):
+        print(f"read, look and listen: {os.path.join(out, 'report.html')}")
     return 0
 
 
