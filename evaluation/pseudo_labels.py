@@ -174,6 +174,17 @@ def label_shard(source: str, dest: str, state: dict, model_cfg: dict, cfg_dict: 
             "excerpts": len(kept), "source_excerpts": len(conf)}
 
 
+def weights_digest(model_dir: str) -> str:
+    """The first 16 hex digits of the sha256 of a model folder's weights file: what names a teacher."""
+    from semisep.training.checkpoint import MODEL_WEIGHTS
+
+    digest = hashlib.sha256()
+    with open(os.path.join(model_dir, MODEL_WEIGHTS), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def resolve_teacher(cfg: Config, spec: str | None = None) -> tuple[str, str, str]:
     """(teacher id, local model folder, its training run id) for ``spec`` (default pseudo.teacher):
     ``champion`` is the registry's champion, named by its version (``models:/<name>/<version>``) so
@@ -217,7 +228,10 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     cfg.transform.check_same(transform, f"teacher {teacher}")
     keep = cfg.pseudo.keep
     before, info = read_pseudo_manifest(directory, missing_ok=True)
-    same_teacher = info.get("teacher") == teacher
+    # a teacher is what its weights are: a folder retrained in place, or an alias moved on, is a new
+    # teacher (``teacher`` stays the name shown)
+    weights = weights_digest(model_dir)
+    same_teacher = info.get("teacher") == teacher and info.get("teacher_weights") == weights
     grid = json.dumps(sorted({float(w) for w in cfg.pseudo.repet_weights}))
     scale_grid = json.dumps(sorted({float(x) for x in cfg.pseudo.vocal_scales}))
     if same_teacher and info.get("repet_weights") == grid and info.get("vocal_scales", "[1.0]") == scale_grid:
@@ -231,10 +245,10 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
              and storage.exists(r.shard)} if len(before) else {}
     # a folder per label set: relabelling (another teacher, keep, weight or scale) never writes over
     # shards the manifest in place still lists; the old ones are deleted once the new manifest is written
-    tag = hashlib.sha256(json.dumps([teacher, keep, repet] + ([scale] if scale != 1 else [])).encode()).hexdigest()[:10]
+    tag = hashlib.sha256(json.dumps([teacher, weights, keep, repet] + ([scale] if scale != 1 else [])).encode()).hexdigest()[:10]
     todo = [s for s in sources if s not in reuse]
     rows = [reuse[s] for s in sources if s in reuse]
-    version = pseudo_version(teacher, keep, sources, repet, scale)
+    version = pseudo_version(f"{teacher} sha256:{weights}", keep, sources, repet, scale)
     if not todo and info.get("version") == version and len(before) == len(sources):
         report = PseudoReport(directory, teacher, version, len(before), 0, int(before.excerpts.sum()),
                               int(before.source_excerpts.sum()))
@@ -255,7 +269,7 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     table["scale"] = scale
     table = table.sort_values("source_shard").reset_index(drop=True)[list(COLUMNS)]
     write_pseudo_manifest(table, directory, teacher, version,
-                          {"repet": str(repet), "repet_weights": grid, "scale": str(scale), "vocal_scales": scale_grid,
+                          {"teacher_weights": weights, "repet": str(repet), "repet_weights": grid, "scale": str(scale), "vocal_scales": scale_grid,
                            "repet_sdr": json.dumps({k: round(v, 4) for k, v in scores.items()})})
     stale = set(before.shard) - set(table.shard) if len(before) else set()
     for shard in stale:  # the old teacher's labels, once the new manifest is in place

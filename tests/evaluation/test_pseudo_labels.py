@@ -159,3 +159,34 @@ def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does
     assert second != first and info["teacher"] == f"models:/{cfg.mlflow.registered_model}/{versions[1]}"
     assert not set(new_rows.shard) & set(rows.shard) and not any(storage.exists(s) for s in rows.shard)
     assert set(new_rows.teacher_run_id) == {client.get_model_version(cfg.mlflow.registered_model, versions[1]).run_id}
+
+
+def test_a_teacher_retrained_into_the_same_folder_relabels(trained, tmp_path):
+    """The teacher is named by its weights: the same folder (or alias) with new weights is a new teacher."""
+    import shutil
+
+    from semisep.evaluation.pseudo_labels import label_mixtures, weights_digest
+    from semisep.pipeline.pseudo_store import read_pseudo_manifest
+    from semisep.training.checkpoint import MODEL_WEIGHTS
+
+    base, results = trained
+    cfg = Config.from_dict(base.to_dict())
+    cfg.pseudo.repet_weights = [0.0]
+    folder = tmp_path / "teacher"
+    shutil.copytree(results["supervised"].model_dir, folder)
+    said = []
+    first = label_mixtures(cfg, str(folder), str(folder), "", str(tmp_path / "pseudo"), say=said.append)
+    rows, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
+    assert info["teacher"] == str(folder) and info["teacher_weights"] == weights_digest(str(folder))
+    old = _decode(rows.sort_values("source_shard").shard.iloc[0], "vocals", cfg)
+    again = label_mixtures(cfg, str(folder), str(folder), "", str(tmp_path / "pseudo"), say=said.append)
+    assert again.version == first.version and again.labelled == 0 and "up to date" in said[-1]
+    # retrained in place: the other model's weights under the same name
+    shutil.copy(f"{results['semi-supervised'].model_dir}/{MODEL_WEIGHTS}", folder / MODEL_WEIGHTS)
+    third = label_mixtures(cfg, str(folder), str(folder), "", str(tmp_path / "pseudo"), say=said.append)
+    new_rows, new_info = read_pseudo_manifest(str(tmp_path / "pseudo"))
+    assert "up to date" not in said[-1] and third.labelled == len(rows) and third.version != first.version
+    assert new_info["teacher"] == str(folder) and new_info["teacher_weights"] != info["teacher_weights"]
+    assert not set(new_rows.shard) & set(rows.shard)
+    new = _decode(new_rows.sort_values("source_shard").shard.iloc[0], "vocals", cfg)
+    assert old.shape != new.shape or np.abs(old - new).max() > 1e-3  # other labels
