@@ -13,8 +13,10 @@ still reach the user.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 
 from semisep.pipeline.config import Config
 
@@ -81,6 +83,11 @@ def ensure_ray(cfg: Config, say=None) -> None:
         # Ray Client from a laptop: ship the code; cluster nodes install the project (cluster.yaml)
         kwargs["runtime_env"] = {"working_dir": root, "excludes": [".venv", "work", ".git"], "env_vars": env_vars}
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    before = signal.getsignal(signal.SIGTERM)
     ray.init(**kwargs)
+    if callable(before) and threading.current_thread() is threading.main_thread():
+        # Ray's core worker installs a SIGTERM handler that aborts the process; semisep's own
+        # (the CLI's: unwind like Ctrl-C, so runs end KILLED) stays in force
+        signal.signal(signal.SIGTERM, before)
     if dashboard:
         (say or (lambda line: print(line, file=sys.stderr, flush=True)))(f"Ray dashboard: {dashboard}")

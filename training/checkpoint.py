@@ -71,14 +71,16 @@ def load_model(directory: str | os.PathLike) -> tuple[UNet, TransformConfig, dic
     return model, transform, meta
 
 
-def save_training_state(directory: str, models, step: int, best: dict, cfg: Config, data: dict[str, dict]) -> None:
+def save_training_state(directory: str, models, step: int, best: dict, cfg: Config, data: dict[str, dict],
+                        run_id: str = "") -> None:
     """Models, optimisers, best separator, step and every worker's data state (``{rank:
-    Batches.state()}``): all a resume needs, also with another number of workers."""
+    Batches.state()}``): all a resume needs, also with another number of workers. ``run_id``: the
+    MLflow run that wrote it (a resumed run links to it)."""
     torch.save({"models": models.state_dict(), "step": step, "best_separator": best["state"], "data": data},
                os.path.join(directory, STATE))
     meta = {"step": step, "best_step": best["step"], "best_score": best["score"], "best_val": best["val"],
             "bad_evals": best["bad_evals"], "best_reference": best.get("reference", best["score"]),
-            "world_size": len(data), "config": cfg.to_dict(),
+            "world_size": len(data), "run_id": run_id, "config": cfg.to_dict(),
             "transform": cfg.transform.to_dict()}
     with open(os.path.join(directory, META), "w") as fh:
         json.dump(meta, fh, indent=2)

@@ -86,7 +86,10 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     resume_from = _latest_checkpoint(storage, name) if resume else None
     if resume and resume_from is None:
+        _terminate_quietly(client(cfg.tracking_uri), run_id)
         raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
+    if resume_from:  # the registry's lineage covers every step: this run continues that one
+        _link_resumed(client(cfg.tracking_uri), run_id, resume_from)
     progress = _ProgressQueue(on_progress) if on_progress else None
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -110,8 +113,8 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     mlflow = client(cfg.tracking_uri)
     try:
         result = trainer.fit()
-    except Exception:
-        _terminate_quietly(mlflow, run_id)
+    except BaseException as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run KILLED
+        _terminate_quietly(mlflow, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         if progress:
@@ -194,12 +197,23 @@ class _ProgressQueue:
         self.queue.shutdown()
 
 
-def _terminate_quietly(mlflow, run_id: str) -> None:
-    """Mark the run FAILED if the server can be told; the training error is what the user needs."""
+def _terminate_quietly(mlflow, run_id: str, status: str = "FAILED") -> None:
+    """Mark the run FAILED (or KILLED) if the server can be told; the training error is what the user needs."""
     try:
-        mlflow.set_terminated(run_id, "FAILED")
+        mlflow.set_terminated(run_id, status)
     except Exception:  # noqa: BLE001
         pass
+
+
+def _link_resumed(mlflow, run_id: str, checkpoint_dir: str) -> None:
+    """Tag the run with the run and step its checkpoint comes from (semisep.resumed_from_run, _step)."""
+    try:
+        meta = json.loads(store.read_bytes(store.join(checkpoint_dir, META)))
+    except Exception:  # noqa: BLE001 - a checkpoint without its meta is refused later, by the worker
+        return
+    if meta.get("run_id"):
+        mlflow.set_tag(run_id, "semisep.resumed_from_run", meta["run_id"])
+    mlflow.set_tag(run_id, "semisep.resumed_from_step", str(meta.get("step", "")))
 
 
 RUN_DIR = re.compile(r"(?P<name>.+)-(?P<stamp>\d{8}-\d{6})")

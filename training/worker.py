@@ -203,7 +203,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                save_training_state(tmp, models, at, best, cfg, every)
+                save_training_state(tmp, models, at, best, cfg, every, loop_config.get("run_id") or "")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"step_{at:07d}")
 

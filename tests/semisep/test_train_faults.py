@@ -76,3 +76,38 @@ def test_two_commands_at_once_each_use_their_own_ray(ingested, tmp_path):
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
         assert "multiple active Ray instances" not in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM"])
+def test_an_interrupted_training_ends_its_run_killed(ingested, tmp_path, signum):
+    """SIGTERM (a scheduler, ``kill``) unwinds like Ctrl-C: the MLflow run ends KILLED, not RUNNING forever."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    base, _ = ingested
+    cfg = Config.from_dict(base.to_dict())
+    cfg.data.workdir = str(tmp_path / "work")
+    cfg.data.store = base.data.shards_dir
+    cfg.mlflow.tracking_uri, cfg.mlflow.experiment = f"sqlite:///{tmp_path / 'mlflow.db'}", "interrupted"
+    cfg.train.alpha = cfg.train.beta = 0.0
+    cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every, cfg.train.patience = 100000, 20, 5, 10**6
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    proc = subprocess.Popen([sys.executable, "-m", "semisep.cli", "train", "--config", str(config), "--name", "stopped"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    deadline, run_id = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:  # stop it once it trains
+        exp = client.get_experiment_by_name("interrupted")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "val_loss"):
+            run_id = runs[0].info.run_id
+            break
+        time.sleep(0.5)
+    assert run_id and proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(getattr(signal, signum))
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "semisep: interrupted" in err
+    assert client.get_run(run_id).info.status == "KILLED"

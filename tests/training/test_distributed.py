@@ -125,7 +125,7 @@ def test_resume_gives_the_losses_of_a_straight_run(trained):
     cfg.train.alpha = cfg.train.beta = 0.001
     assert (cfg.train.max_steps, cfg.train.val_every, cfg.train.log_every) == (4, 2, 1)
     cfg.train.max_steps = 2
-    train(cfg, "halves")
+    first = train(cfg, "halves")
     cfg.train.max_steps = 4
     resumed = train(cfg, "halves", resume=True)
     assert straight.steps == resumed.steps == 4
@@ -137,6 +137,9 @@ def test_resume_gives_the_losses_of_a_straight_run(trained):
         for step in (3, 4):
             assert got[step] == pytest.approx(want[step], rel=1e-5, abs=1e-7), (key, step)
     assert _history(client, resumed.run_id, "resumed_at_step") == {2: 2.0}
+    # the registry's lineage covers every step: the resumed run names the run it continues
+    tags = client.get_run(resumed.run_id).data.tags
+    assert tags["semisep.resumed_from_run"] == first.run_id and tags["semisep.resumed_from_step"] == "2"
 
 
 def test_two_workers_repeat_their_losses_and_resume_where_they_stopped(ingested):
