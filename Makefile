@@ -2,9 +2,11 @@
 # make test: set up the same way (and headless Chromium for the report's test), then run the test suite
 #   (.ci/run calls this).
 # make experiment-sampled: also install two General MIDI soundfonts, then run `semisep experiment` on
-#   songs played by sampled instruments and voices (configs/experiment-sampled.yaml, ~40 min on 2 cores).
+#   songs played by sampled instruments and voices (configs/experiment-sampled.yaml: 3 arms x 3 seeds trained
+#   to convergence, 44 min on 2 cores on 2026-12-07).
 # make experiment-sampled-mixtures: the same corpus without unpaired solo recordings (a team with
-#   finished songs only), self-training with the settings chosen on its validation songs (~25 min).
+#   finished songs only), self-training with the settings chosen on its validation songs (~25 min at 300
+#   steps; at the config's converged budget not yet timed).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
