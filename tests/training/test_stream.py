@@ -177,3 +177,25 @@ def test_a_stream_with_fewer_rows_than_workers_is_refused_not_spun(tmp_path):
     with pytest.raises(SemisepError, match=r"2 rows \(2 shards in .*\) cannot be shared by 3 workers: add data"):
         make(files, initial_state(2, 3, 64))
     assert len(draw(make(files, initial_state(1, 2, 64)), 3)[0]) == 3  # 2 workers: one row each per epoch
+
+
+@pytest.mark.parametrize("after", [1, 2, 3])
+def test_a_worker_that_has_not_begun_an_epoch_hands_over_its_whole_part(tmp_path, after):
+    """Worker 0 is into epoch 1, worker 1 still early in epoch 0: the re-split must deal worker 1's
+    whole part of epoch 1 (it had not begun it) as well as the rest of its epoch 0."""
+    files = write_store(tmp_path)
+    old = [make(files, initial_state(r, 2, 16)) for r in range(2)]
+    ids, epochs = [], []
+    for stream, n in ((old[0], files.total // 2 + 7), (old[1], 5)):
+        i, e, _ = draw(stream, n)
+        ids.append(i), epochs.append(e)
+    assert old[0].next_epoch == 2 and old[1].next_epoch == 1, "worker 1 has not begun epoch 1"
+    new = [make(files, state) for state in resplit([s.state() for s in old], after, files, 5, 24)]
+    for _ in range(files.total * 3 // after // 5 + 2):
+        for stream in new:
+            i, e, _ = draw(stream, 5)
+            ids.append(i), epochs.append(e)
+    ids, epochs = np.concatenate(ids), np.concatenate(epochs)
+    for epoch in (0, 1, 2):
+        counts = counts_by_epoch(ids, epochs, files.total, epoch)
+        assert (counts == 1).all(), (epoch, np.flatnonzero(counts != 1)[:10], counts[counts != 1][:10])
