@@ -192,9 +192,12 @@ class _ProgressQueue:
                     return
 
     def close(self) -> None:
+        """Drain what is left, then stop the queue. Bounded: after an interrupt a ``get`` can hang in
+        Ray (seen after SIGTERM mid-run), and killing the queue's actor is what ends it."""
         self.done.set()
-        self.thread.join()
+        self.thread.join(timeout=10)
         self.queue.shutdown()
+        self.thread.join(timeout=5)  # a daemon thread: one still stuck does not keep the process
 
 
 def _terminate_quietly(mlflow, run_id: str, status: str = "FAILED") -> None:
