@@ -114,6 +114,7 @@ def main() -> None:
                         help="steps of each fp32 / bf16 training whose validation SDR is compared (0: none)")
     parser.add_argument("--quality-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--compile", action="store_true", help="torch.compile the separator")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating slices of each timing (fewer: a smoke run)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     parser.add_argument("--workdir", default="work/bench/train")
     args = parser.parse_args()
@@ -127,7 +128,7 @@ def main() -> None:
     for semi in (False, True):
         cfg = variant(base, semi, extra)
         kind = "semi-supervised" if semi else "supervised"
-        timed = interleaved(cfg, args.device, 2 * args.seconds)
+        timed = interleaved(cfg, args.device, 2 * args.seconds, rounds=args.rounds)
         _, memory = time_step(cfg, args.device, 1.0, "current") if args.device.startswith("cuda") else (0, 0.0)
         row = {"kind": kind, "baseline": timed["reference"], "plain": timed["current"], "speedup": timed["ratio"],
                "memory": memory, "batch": cfg.train.batch_size}
@@ -145,7 +146,7 @@ def main() -> None:
             # the plain step again right after the Ray job: (b)/(a) against the mean of both
             after = interleaved(cfg, args.device, args.seconds, rounds=2)["current"]
             row["plain_ray"] = (row["plain"] + after) / 2
-        row["precisions"] = interleaved_precisions(cfg, args.device, 2 * args.seconds)
+        row["precisions"] = interleaved_precisions(cfg, args.device, 2 * args.seconds, rounds=args.rounds)
         rows.append(row)
     quality = None
     if not args.plain_only and args.quality_steps:
