@@ -47,6 +47,19 @@ def draw(stream, n) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     return stream.last_ids.copy(), stream.last_epochs.copy(), planes
 
 
+def draw_each_row_once(streams, files, ids: list, epochs: list, rounds: int) -> None:
+    """Draw 5 rows from each stream ``rounds`` times after what ``ids`` / ``epochs`` hold already;
+    every row must then have been drawn exactly once in each of epochs 0, 1 and 2."""
+    for _ in range(rounds):
+        for stream in streams:
+            i, e, _ = draw(stream, 5)
+            ids.append(i), epochs.append(e)
+    every, at = np.concatenate(ids), np.concatenate(epochs)
+    for epoch in (0, 1, 2):
+        counts = counts_by_epoch(every, at, files.total, epoch)
+        assert (counts == 1).all(), (epoch, np.flatnonzero(counts != 1)[:10], counts[counts != 1][:10])
+
+
 def counts_by_epoch(ids, epochs, total, epoch) -> np.ndarray:
     return np.bincount(ids[epochs == epoch], minlength=total)
 
@@ -92,14 +105,7 @@ def test_a_change_of_world_size_draws_the_rest_of_every_begun_epoch_once(tmp_pat
     # a checkpoint's states, through torch.save's types, then re-split
     new_states = resplit([s.state() for s in old], after, files, 5, 24)
     new = [make(files, state) for state in new_states]
-    for _ in range(files.total * 2 // after // 5 + 2):
-        for stream in new:
-            i, e, _ = draw(stream, 5)
-            ids.append(i), epochs.append(e)
-    ids, epochs = np.concatenate(ids), np.concatenate(epochs)
-    for epoch in (0, 1, 2):
-        counts = counts_by_epoch(ids, epochs, files.total, epoch)
-        assert (counts == 1).all(), (epoch, np.flatnonzero(counts != 1)[:10], counts[counts != 1][:10])
+    draw_each_row_once(new, files, ids, epochs, files.total * 2 // after // 5 + 2)
     # the draw counts travel with the states: summed over the new workers, whole epochs
     for epoch in (0, 1):
         assert sum(s.drawn.get(epoch, [0, 0])[0] for s in new) == files.total
@@ -191,11 +197,4 @@ def test_a_worker_that_has_not_begun_an_epoch_hands_over_its_whole_part(tmp_path
         ids.append(i), epochs.append(e)
     assert old[0].next_epoch == 2 and old[1].next_epoch == 1, "worker 1 has not begun epoch 1"
     new = [make(files, state) for state in resplit([s.state() for s in old], after, files, 5, 24)]
-    for _ in range(files.total * 3 // after // 5 + 2):
-        for stream in new:
-            i, e, _ = draw(stream, 5)
-            ids.append(i), epochs.append(e)
-    ids, epochs = np.concatenate(ids), np.concatenate(epochs)
-    for epoch in (0, 1, 2):
-        counts = counts_by_epoch(ids, epochs, files.total, epoch)
-        assert (counts == 1).all(), (epoch, np.flatnonzero(counts != 1)[:10], counts[counts != 1][:10])
+    draw_each_row_once(new, files, ids, epochs, files.total * 3 // after // 5 + 2)
