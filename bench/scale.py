@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -110,16 +111,27 @@ def write_files(root: Path, cfg: Config, hours: float) -> pd.DataFrame:
 
 
 def write_store(root: Path, rows: pd.DataFrame, cfg: Config, hours: float) -> Path:
-    """A manifest over the first ``hours`` of each unpaired role (and all paired songs)."""
-    from semisep.pipeline.manifest import COLUMNS, dataset_version, write_manifest
+    """A versioned store (pipeline/table.py) over the first ``hours`` of each unpaired role (and all
+    paired songs): the shared files hard-linked into the store's layout, one commit, the manifest."""
+    from semisep.pipeline import table
+    from semisep.pipeline.manifest import COLUMNS, write_manifest
 
     per_role = max(1, round(hours * 3600 / TRACK_SECONDS))
     unpaired = rows.role.isin(ROLES)
-    keep = rows[~unpaired | (rows.groupby("role").cumcount() < per_role)]
+    keep = rows[~unpaired | (rows.groupby("role").cumcount() < per_role)].copy()
     store = root / f"store-{hours:g}h"
-    store.mkdir(exist_ok=True)
+    if store.exists():
+        shutil.rmtree(store)
+    linked = []
+    for r in keep.itertuples(index=False):
+        folder = store / r.corpus / r.split / r.role
+        folder.mkdir(parents=True, exist_ok=True)
+        os.link(r.shard, folder / f"part-{Path(r.shard).stem}.parquet")
+        linked.append(str(folder / f"part-{Path(r.shard).stem}.parquet"))
+    keep["shard"] = linked
     manifest = keep[list(COLUMNS)].reset_index(drop=True)
-    write_manifest(manifest, str(store), dataset_version(manifest, cfg.transform))
+    version = table.commit(str(store), dict(zip(manifest.shard, manifest.excerpts)), [], "bench")
+    write_manifest(manifest, str(store), version)
     return store
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from semisep.pipeline import storage
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
-from semisep.pipeline.manifest import read_manifest, shards_in_use
+from semisep.pipeline.manifest import version_shards
 from semisep.pipeline.pseudo_store import (
     COLUMNS, pseudo_dir, pseudo_version, read_pseudo_manifest, write_pseudo_manifest)
 
@@ -217,8 +217,7 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     from semisep.training.checkpoint import load_model
 
     directory = storage.normalize(directory) if directory else pseudo_dir(cfg)
-    manifest, _ = read_manifest(cfg.data.shards_dir)
-    ok = shards_in_use(manifest)
+    ok = version_shards(cfg.data.shards_dir)[0]
     sources = sorted(ok[(ok.role == "mixture") & (ok.split == "train")].shard)
     if not sources:
         raise SemisepError(f"{cfg.data.shards_dir}: no unpaired mixtures to pseudo-label; ingest a corpus with "
@@ -244,7 +243,7 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
              if same_teacher and r.keep == keep and r.repet == repet and r.scale == scale
              and storage.exists(r.shard)} if len(before) else {}
     # a folder per label set: relabelling (another teacher, keep, weight or scale) never writes over
-    # shards the manifest in place still lists; the old ones are deleted once the new manifest is written
+    # shards an earlier version still lists; their files stay until a vacuum (data.retention_days)
     tag = hashlib.sha256(json.dumps([teacher, weights, keep, repet] + ([scale] if scale != 1 else [])).encode()).hexdigest()[:10]
     todo = [s for s in sources if s not in reuse]
     rows = [reuse[s] for s in sources if s in reuse]
@@ -271,10 +270,6 @@ def label_mixtures(cfg: Config, model_dir: str, teacher: str, teacher_run_id: st
     write_pseudo_manifest(table, directory, teacher, version,
                           {"teacher_weights": weights, "repet": str(repet), "repet_weights": grid, "scale": str(scale), "vocal_scales": scale_grid,
                            "repet_sdr": json.dumps({k: round(v, 4) for k, v in scores.items()})})
-    stale = set(before.shard) - set(table.shard) if len(before) else set()
-    for shard in stale:  # the old teacher's labels, once the new manifest is in place
-        if storage.exists(shard):
-            storage.delete(shard)
     report = PseudoReport(directory, teacher, version, len(table), len(todo), int(table.excerpts.sum()),
                           int(table.source_excerpts.sum()))
     say(f"pseudo-labels by {teacher}: {report.shards} mixtures ({report.labelled} labelled now), "

@@ -90,6 +90,10 @@ class DataConfig:
     excerpt_hop: frames between excerpt starts (less than excerpt_frames overlaps them).
     dtype: how shards store the STFT planes, ``float16`` (half the disk and memory) or ``float32``.
     max_failed_share: ``semisep ingest`` exits with status 3 when more tracks than this share fail.
+    version: the store's table version a training run reads (pipeline/table.py); -1: the latest at
+    the run's start. A run records the version it planned on and every restart and resume reads it.
+    retention_days: a version replaced longer ago than this may lose its files to the vacuum that
+    the nightly job (and ``semisep vacuum``) runs; younger ones stay readable.
     Training workers stream their share of the excerpts (train.reader, training/data.py).
     """
 
@@ -103,6 +107,8 @@ class DataConfig:
     excerpt_hop: int = 32
     dtype: str = "float16"
     max_failed_share: float = 0.25
+    version: int = -1
+    retention_days: float = 7.0
 
     @property
     def shards_dir(self) -> str:
@@ -186,7 +192,7 @@ class TrainConfig:
     estimates on the validation songs, higher is better) or ``val_loss`` (L_s on them).
     ``pseudo``: share of each supervised batch made of pseudo-labelled unpaired mixtures (a
     teacher's separations, evaluation/pseudo_labels.py), from the pseudo-label store
-    ``pseudo_labels`` (default ``<data.store>/pseudo``): noisy self-training. ``pseudo_remix``
+    ``pseudo_labels`` (default ``<data.store>/_pseudo``): noisy self-training. ``pseudo_remix``
     (with ``pseudo`` > 0): the teacher's stems also join the remix pools, so remixes pair them
     across songs and with the real stems.
     ``init_model``: a model (folder; ``semisep train`` also takes ``models:/...`` and ``runs:/...``)
@@ -280,6 +286,8 @@ class PseudoConfig:
     ``student_channels`` and ``student_dropout`` (``semisep experiment``): Noisy Student's larger and
     noised student: the students' ``model.base_channels`` (0: the model section's) and
     ``model.dropout`` (0: the model section's); every other arm keeps the model section.
+    ``version``: the pseudo-label table's version a training run with ``train.pseudo`` reads (-1:
+    the latest at its start; pinned like ``data.version``).
     """
 
     teacher: str = "champion"
@@ -290,6 +298,7 @@ class PseudoConfig:
     vocal_scales: list = field(default_factory=lambda: [1.0])
     student_channels: int = 0
     student_dropout: float = 0.0
+    version: int = -1
 
 
 @dataclass
@@ -584,7 +593,8 @@ RANGES = {
     "transform.sample_rate": (1, None, False), "transform.n_fft": (2, None, False),
     "transform.hop_length": (1, None, False), "transform.freq_bins": (1, None, False),
     "data.excerpt_frames": (1, None, False), "data.excerpt_hop": (1, None, False),
-    "data.max_failed_share": (0.0, 1.0, False),
+    "data.max_failed_share": (0.0, 1.0, False), "data.version": (-1, None, False),
+    "data.retention_days": (0.0, None, False),
     "model.depth": (1, 8, False), "model.base_channels": (1, None, False), "model.critic_channels": (1, None, False),
     "model.critic_layers": (1, None, False), "model.dropout": (0.0, 0.99, False),
     "train.alpha": (0.0, None, False), "train.beta": (0.0, None, False), "train.n_critic": (1, None, False),
@@ -597,7 +607,7 @@ RANGES = {
     "train.resize_interval_s": (0.0, None, False),
     "train.cpus_per_worker": (0.0, None, True), "train.remix": (0.0, 0.99, False),
     "train.adversarial_paired": (0.0, 0.99, False), "train.pseudo": (0.0, 0.99, False),
-    "pseudo.keep": (0.0, 1.0, True), "pseudo.rounds": (1, None, False),
+    "pseudo.keep": (0.0, 1.0, True), "pseudo.version": (-1, None, False), "pseudo.rounds": (1, None, False),
     "pseudo.student_channels": (0, None, False), "pseudo.student_dropout": (0.0, 0.99, False),
     "experiment.pseudo": (0.0, 0.99, False),
     "eval.win_seconds": (0.0, None, True), "eval.max_tracks": (0, None, False),

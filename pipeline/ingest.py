@@ -6,8 +6,11 @@ when a file cannot be used. ``ingest`` runs it with Ray Data over the tracks tha
 changed since the last run; unchanged tracks keep their rows and shards untouched.
 
 A run holds the store's lock, removes temp files a killed run left, writes shards under
-content-addressed names (temp name, then rename), writes the manifest atomically, and only then
-deletes the shards no track uses any more (changed or deleted files).
+content-addressed names (temp name, then rename), then commits one new version of the store's
+Delta table (pipeline/table.py): the new shards added, the ones no track uses any more (changed or
+deleted files) removed from the table but not from disk, so a run pinned to an older version
+still reads them until ``vacuum`` deletes them after ``data.retention_days``. Then it rewrites the
+manifest (the ``_sources`` table).
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from semisep.pipeline import storage
+from semisep.pipeline import storage, table
 from semisep.pipeline.audio import audio_info
 from semisep.pipeline.config import Config, TransformConfig
 from semisep.pipeline.corpora import TrackSpec, load_source, scan_corpus
 from semisep.pipeline.errors import AudioError, SemisepError, StoreError
-from semisep.pipeline.manifest import COLUMNS, dataset_version, read_manifest, store_lock, write_manifest
+from semisep.pipeline.manifest import COLUMNS, read_manifest, shards_in_use, store_lock, write_manifest
 from semisep.pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
 from semisep.pipeline.spectrogram import num_frames, resample, stft, to_mono
 
@@ -41,7 +44,7 @@ class IngestReport:
     dataset_version: str
     seconds: float
     processed: int = 0  # files decoded (or re-hashed) by this run
-    pruned: int = 0  # stale shards deleted
+    removed: int = 0  # shards this version no longer uses (kept on disk for data.retention_days)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -257,16 +260,6 @@ def _remove_temp_files(shards_dir: str) -> int:
     return len(temps)
 
 
-def _prune(shards_dir: str, manifest: pd.DataFrame) -> int:
-    """Delete shards the new manifest does not name (their files changed or were deleted)."""
-    in_use = set(manifest[manifest.status == "ok"].shard)
-    stale = [s for s in storage.list_files(shards_dir, lambda name: name.startswith("part-") and name.endswith(".parquet"))
-             if s not in in_use]
-    for shard in stale:
-        storage.delete(shard)
-    return len(stale)
-
-
 def ingest(cfg: Config, progress: bool = True) -> IngestReport:
     """Ingest every corpus of ``cfg`` incrementally with Ray Data; write the manifest.
 
@@ -274,6 +267,7 @@ def ingest(cfg: Config, progress: bool = True) -> IngestReport:
     mounted paths that every node sees at the same place.
     """
     shards_dir = cfg.data.shards_dir
+    table.refuse_old_layout(shards_dir)
     with store_lock(shards_dir, cfg.data.workdir):
         return _ingest_locked(cfg, shards_dir, progress)
 
@@ -302,15 +296,68 @@ def _ingest_locked(cfg: Config, shards_dir: str, progress: bool) -> IngestReport
     manifest = pd.DataFrame(rows, columns=list(COLUMNS))
     manifest = refuse_shared_audio(manifest)
     manifest = manifest.sort_values(["corpus", "split", "role", "track_id", "path"]).reset_index(drop=True)
-    version = dataset_version(manifest, cfg.transform)
+    used = shards_in_use(manifest)
+    current = set(table.files(shards_dir)[0].shard) if table.is_table(shards_dir) else set()
+    added = {s: int(n) for s, n in zip(used.shard, used.excerpts) if s not in current}
+    removed = sorted(current - set(used.shard))
     try:
+        version = table.commit(shards_dir, added, removed, "ingest", {"tracks_processed": len(todo)}) \
+            if added or removed or not table.is_table(shards_dir) else table.latest_version(shards_dir)
         write_manifest(manifest, shards_dir, version)
-    except StoreError as exc:
-        raise StoreError(exc.location, f"{exc.reason}; the previous manifest is unchanged: free space (or fix "
-                                       "access) and run ingest again") from None
-    pruned = _prune(shards_dir, manifest)
+    except OSError as exc:  # deltalake's IO errors derive from OSError
+        raise StoreError(shards_dir, f"cannot commit the new version ({' '.join(str(exc).split())[:200]}); the "
+                                     "previous version is unchanged: free space (or fix access) and run ingest again") from None
+    for orphan in table.untracked(shards_dir, lambda name: name.startswith("part-") and name.endswith(".parquet")):
+        storage.delete(orphan)  # written by a run killed before its commit, and not part of this one
     processed = int(manifest.processed.sum())
-    return IngestReport(manifest, version, time.time() - started, processed, pruned)
+    return IngestReport(manifest, str(version), time.time() - started, processed, len(removed))
+
+
+def convert_store(cfg: Config) -> str:
+    """Turn a store in the layout before versioned tables (``manifest.parquet``) into version 0 of
+    a Delta table with the same shards and manifest, without re-decoding anything; its old
+    ``pseudo`` folder is left as it was (label the mixtures again). Returns what was done."""
+    import pyarrow.parquet as pq
+
+    shards_dir = cfg.data.shards_dir
+    old = storage.join(shards_dir, table.OLD_MANIFEST)
+    if table.is_table(shards_dir):
+        return f"{shards_dir}: already a versioned store (version {table.latest_version(shards_dir)}); nothing to do"
+    if not storage.exists(old):
+        raise SemisepError(f"{shards_dir}: no store to convert (no {table.OLD_MANIFEST}); run `semisep ingest`")
+    with store_lock(shards_dir, cfg.data.workdir):
+        fs, inner = storage.resolve(old)
+        manifest = pq.read_table(inner, filesystem=fs).to_pandas()
+        if list(manifest.columns) != list(COLUMNS):
+            raise SemisepError(f"{old}: written by a semisep older than this converter reads; ingest into a new data.store")
+        used = shards_in_use(manifest)
+        missing = [s for s in used.shard if not storage.exists(s)]
+        if missing:
+            raise SemisepError(f"{old}: {len(missing)} shards it lists are gone (first: {missing[0]}); ingest into a "
+                               "new data.store")
+        version = table.commit(shards_dir, {s: int(n) for s, n in zip(used.shard, used.excerpts)}, [], "convert")
+        write_manifest(manifest, shards_dir, version)
+        storage.delete(old)
+    return (f"{shards_dir}: converted to a versioned store, version {version}: {len(used)} shards, {len(manifest)} "
+            "source files; label the unpaired mixtures again (`semisep pseudo-label`) if you use pseudo-labels")
+
+
+def vacuum(cfg: Config) -> dict[str, list[str]]:
+    """Delete the shard and pseudo-label files that no version younger than ``data.retention_days``
+    needs (removed from their table longer ago than that), under the store's lock. Returns the
+    deleted locations per table. The nightly job runs it after ingesting."""
+    from semisep.pipeline.pseudo_store import pseudo_dir
+
+    shards_dir = cfg.data.shards_dir
+    table.refuse_old_layout(shards_dir)
+    from semisep.pipeline.manifest import SOURCES
+    from semisep.pipeline.pseudo_store import LABELS
+
+    days = cfg.data.retention_days
+    with store_lock(shards_dir, cfg.data.workdir):
+        for manifest in (storage.join(shards_dir, SOURCES), storage.join(pseudo_dir(cfg), LABELS)):
+            table.vacuum(manifest, days)  # the manifests' earlier versions
+        return {"shards": table.vacuum(shards_dir, days), "pseudo-labels": table.vacuum(pseudo_dir(cfg), days)}
 
 
 def refuse_shared_audio(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -385,7 +432,8 @@ def format_report(report: IngestReport) -> str:
     lines = [
         f"ingested {len(ok_tracks)} of {len(tracks)} tracks ({len(ok)} of {len(m)} files); "
         f"{report.processed} files processed now, {len(m) - report.processed} unchanged; "
-        f"{report.failed_tracks} tracks failed, {len(skipped)} skipped, {report.pruned} stale shards removed",
+        f"{report.failed_tracks} tracks failed, {len(skipped)} skipped, {report.removed} shards out of this version "
+        "(their files kept for data.retention_days)",
         f"{ok_tracks.duration.sum() / 3600:.3f} h of audio, {int(ok_tracks.excerpts.sum())} excerpts, "
         f"{report.seconds:.1f} s; dataset version {report.dataset_version}",
     ]

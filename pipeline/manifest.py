@@ -21,15 +21,15 @@ excerpts      int64    rows in that shard
 processed     bool     decoded by the run that wrote this manifest (false: reused)
 ============  =======  =====================================================================
 
-The dataset version is a hash of the shards in use and the transform: two stores with the same
-version hold the same training data. A lock file keeps two ingestions off one store.
+The manifest is a Delta table in the store's ``_sources`` folder, rewritten by every ingest; the
+shards themselves are the data files of the store's own Delta table (pipeline/table.py), whose
+version is the dataset version. A lock file keeps two ingestions off one store.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import socket
 import time
@@ -37,14 +37,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from semisep.pipeline import storage
-from semisep.pipeline.config import TransformConfig
+from semisep.pipeline import storage, table
 from semisep.pipeline.errors import SemisepError
 
-MANIFEST = "manifest.parquet"
+SOURCES = "_sources"
 LOCK = ".ingest.lock"
 COLUMNS = {"corpus": "", "split": "", "role": "", "track_id": "", "sources": "", "path": "", "size": 0,
            "mtime_ns": 0, "file_hash": "", "duration": 0.0, "sample_rate": 0, "channels": 0, "status": "ok",
@@ -55,43 +52,46 @@ def empty_manifest() -> pd.DataFrame:
     return pd.DataFrame({k: pd.Series(dtype=type(v)) for k, v in COLUMNS.items()})
 
 
-def dataset_version(manifest: pd.DataFrame, transform: TransformConfig) -> str:
-    """Hash of the shards in use and the transform: equal versions mean equal training data."""
-    ok = manifest[manifest.status == "ok"]
-    blob = json.dumps([transform.to_dict(), sorted(set(map(os.path.basename, ok.shard)))])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def write_manifest(manifest: pd.DataFrame, shards_dir: str, version: str) -> str:
-    """Write atomically: a reader sees the old or the new manifest (``shards_dir``: path or URI)."""
-    path = storage.join(shards_dir, MANIFEST)
-    table = pa.Table.from_pandas(manifest[list(COLUMNS)], preserve_index=False)
-    table = table.replace_schema_metadata({"semisep.dataset_version": version})
-    storage.write_atomic(path, lambda fs, p: pq.write_table(table, p, filesystem=fs))
+def write_manifest(manifest: pd.DataFrame, shards_dir: str, version: int) -> str:
+    """One commit to the ``_sources`` table, naming the store's table ``version`` it describes."""
+    path = storage.join(shards_dir, SOURCES)
+    table.write_frame(path, manifest[list(COLUMNS)], "ingest", {"dataset_version": version})
     return path
 
 
 def read_manifest(shards_dir: str, missing_ok: bool = False) -> tuple[pd.DataFrame, str]:
-    path = storage.join(shards_dir, MANIFEST)
-    if not storage.exists(path):
+    """(the latest manifest, the store's latest table version as a string; "" without a store)."""
+    table.refuse_old_layout(shards_dir)
+    found = table.read_frame(storage.join(shards_dir, SOURCES))
+    if found is None:
         if missing_ok:
             return empty_manifest(), ""
-        raise SemisepError(f"{path}: no manifest; run `semisep ingest` first")
-    fs, inner = storage.resolve(path)
-    table = pq.read_table(inner, filesystem=fs)
-    version = (table.schema.metadata or {}).get(b"semisep.dataset_version", b"").decode()
-    manifest = table.to_pandas()
+        raise SemisepError(f"{shards_dir}: no shard store here; run `semisep ingest` first")
+    manifest, _meta = found
     if list(manifest.columns) != list(COLUMNS):
         if not missing_ok:
-            raise SemisepError(f"{path}: written by another semisep version; re-run `semisep ingest`")
+            raise SemisepError(f"{shards_dir}: written by another semisep version; re-run `semisep ingest`")
         return empty_manifest(), ""
-    return manifest, version
+    latest = table.latest_version(shards_dir)
+    return manifest, "" if latest is None else str(latest)
 
 
 def shards_in_use(manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per shard of the current version (a paired track has one shard for its files)."""
     ok = manifest[(manifest.status == "ok") & (manifest.excerpts > 0)]
     return ok.drop_duplicates("shard")
+
+
+def version_shards(shards_dir: str, version: int = -1) -> tuple[pd.DataFrame, int]:
+    """(one row per shard of the store's table ``version`` (-1: the latest): shard, corpus, split,
+    role, excerpts; the version read). Read from the table, not the manifest, so a pinned version
+    stays what it was whatever ingestion ran since."""
+    frame, read = table.files(shards_dir, None if version < 0 else version)
+    root = storage.normalize(shards_dir).rstrip("/")
+    parts = [p[len(root) + 1:].split("/") for p in frame.shard]
+    out = pd.DataFrame({"shard": frame.shard, "corpus": ["/".join(p[:-3]) for p in parts],
+                        "split": [p[-3] for p in parts], "role": [p[-2] for p in parts], "excerpts": frame.rows})
+    return out[out.excerpts > 0].reset_index(drop=True), read
 
 
 @contextmanager

@@ -2,9 +2,12 @@
 
 A pseudo-label shard holds, for one unpaired mixture shard, the excerpts the teacher was most
 decided on: the mixture, and the teacher's vocals and accompaniment (complex STFT planes; they add
-up to the mixture), role ``pseudo``, plus each excerpt's ``confidence``. The store's manifest
-(``manifest.parquet`` in the store's folder, default ``<data.store>/pseudo``) has one row per
-source shard:
+up to the mixture), role ``pseudo``, plus each excerpt's ``confidence``. The store (default
+``<data.store>/_pseudo``) is a Delta table of those shards, like the shard store
+(pipeline/table.py): every relabel is one commit that adds the new labels and removes the old, so a
+training run pins a version (``pseudo.version``) and reads it whatever relabelling runs meanwhile.
+Its manifest (the Delta table in its ``_labels`` folder, one overwrite per relabel) has one row
+per source shard:
 
 ================  =======  ==========================================================
 source_shard      string   the unpaired mixture shard that was separated
@@ -19,7 +22,7 @@ repet             float64  the weight of REPET-SIM's mask in the labels (pseudo.
 scale             float64  the scale of the labels' vocal mask (pseudo.vocal_scales)
 ================  =======  ==========================================================
 
-Its metadata holds the teacher, the REPET-SIM weight and vocal scale with the validation figures
+The commit's metadata holds the teacher, the REPET-SIM weight and vocal scale with the validation figures
 that chose them, and the store's version (a hash of the teacher, ``keep``, the weight, the scale
 and the source shards): a student's MLflow run records it as a dataset input, so a model names the
 teacher whose labels it learned from, and the nightly job relabels when the champion changes.
@@ -32,22 +35,22 @@ import json
 import os
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from semisep.pipeline import storage
+from semisep.pipeline import storage, table
 from semisep.pipeline.errors import SemisepError
 
-MANIFEST = "manifest.parquet"
+LABELS = "_labels"
+OLD_LAYOUT = ("a pseudo-label store", "label the mixtures again (`semisep pseudo-label`) into a new folder")
 COLUMNS = {"source_shard": "", "corpus": "", "track_id": "", "shard": "", "excerpts": 0, "source_excerpts": 0,
            "teacher": "", "teacher_run_id": "", "keep": 0.0,
            "repet": 0.0, "scale": 1.0}
 
 
 def pseudo_dir(cfg) -> str:
-    """``train.pseudo_labels``, or ``<data.store>/pseudo``: a path or URI."""
+    """``train.pseudo_labels``, or ``<data.store>/_pseudo`` (a folder Delta leaves out of the shard
+    store's table): a path or URI."""
     return storage.normalize(cfg.train.pseudo_labels) if cfg.train.pseudo_labels else \
-        storage.join(cfg.data.shards_dir, "pseudo")
+        storage.join(cfg.data.shards_dir, "_pseudo")
 
 
 def pseudo_version(teacher: str, keep: float, sources: list[str], repet: float = 0.0, scale: float = 1.0) -> str:
@@ -58,31 +61,41 @@ def pseudo_version(teacher: str, keep: float, sources: list[str], repet: float =
 
 
 def read_pseudo_manifest(directory: str, missing_ok: bool = False) -> tuple[pd.DataFrame, dict]:
-    """(rows, metadata: teacher, version, repet, scale, repet_sdr) of the store in ``directory``; columns an
-    older store lacks get their defaults."""
-    path = storage.join(directory, MANIFEST)
-    if not storage.exists(path):
+    """(rows, metadata: teacher, version, repet, scale, repet_sdr) of the latest label set in
+    ``directory``; columns an older store lacks get their defaults."""
+    table.refuse_old_layout(directory, *OLD_LAYOUT)
+    found = table.read_frame(storage.join(directory, LABELS))
+    if found is None:
         if missing_ok:
             return pd.DataFrame({k: pd.Series(dtype=type(v)) for k, v in COLUMNS.items()}), {}
-        raise SemisepError(f"{path}: no pseudo-labels; make them with `semisep pseudo-label` (or the nightly job, "
+        raise SemisepError(f"{directory}: no pseudo-labels; make them with `semisep pseudo-label` (or the nightly job, "
                            "which labels with the champion) before training with train.pseudo > 0")
-    fs, inner = storage.resolve(path)
-    table = pq.read_table(inner, filesystem=fs)
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"semisep.")}
-    rows = table.to_pandas()
+    rows, meta = found
     for column, default in COLUMNS.items():
         if column not in rows:
             rows[column] = default
-    return rows, {k.removeprefix("semisep."): v for k, v in meta.items()}
+    return rows, meta
 
 
 def write_pseudo_manifest(rows: pd.DataFrame, directory: str, teacher: str, version: str,
-                          extra: dict[str, str] | None = None) -> str:
-    """Atomically: a reader sees the old store or the new one. ``extra``: more metadata (strings)."""
-    path = storage.join(directory, MANIFEST)
-    table = pa.Table.from_pandas(rows[list(COLUMNS)], preserve_index=False)
-    meta = {"semisep.teacher": teacher, "semisep.version": version}
-    meta |= {f"semisep.{k}": v for k, v in (extra or {}).items()}
-    table = table.replace_schema_metadata(meta)
-    storage.write_atomic(path, lambda fs, p: pq.write_table(table, p, filesystem=fs))
-    return path
+                          extra: dict[str, str] | None = None) -> int:
+    """Commit the label set ``rows`` describes as one new version of the store's table (its shards
+    added, the previous set's removed: their files stay until a vacuum), then its manifest.
+    ``extra``: more metadata (strings). Returns the table version."""
+    meta = {"teacher": teacher, "version": version} | (extra or {})
+    used = rows[rows.excerpts > 0]
+    current = set(table.files(directory)[0].shard) if table.is_table(directory) else set()
+    added = {s: int(n) for s, n in zip(used.shard, used.excerpts) if s not in current}
+    removed = sorted(current - set(used.shard))
+    number = table.commit(directory, added, removed, "relabel", meta)
+    table.write_frame(storage.join(directory, LABELS), rows[list(COLUMNS)], "relabel", meta | {"table_version": number})
+    for orphan in table.untracked(directory, lambda name: name.startswith("pseudo-") and name.endswith(".parquet")):
+        storage.delete(orphan)  # labels of a run killed before its commit
+    return number
+
+
+def pinned_label_set(directory: str, version: int = -1) -> tuple[pd.DataFrame, dict, int]:
+    """(shards of the label table's ``version`` (-1: the latest): shard, rows; the metadata of the
+    commit that made it: teacher, version, ...; the version read)."""
+    frame, read = table.files(directory, None if version < 0 else version, setting="pseudo.version")
+    return frame, table.commit_metadata(directory, read), read

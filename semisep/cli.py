@@ -53,15 +53,35 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Scan data.corpora (layouts: musdb18, musdb18hq, dsd100, medleydb, ccmixter, "
                                    "ikala, folder), compute log-magnitude excerpts with the shared transform and\n"
-                                   "write one Parquet shard per track under data.store (default <workdir>/shards), plus manifest.parquet "
-                                   "(one row per source file).\n\n"
+                                   "write one Parquet shard per track under data.store (default <workdir>/shards): a Delta Lake "
+                                   "table whose version is the\ndataset version, plus its manifest (one row per source "
+                                   "file, the _sources table).\n\n"
                                    "Incremental: files unchanged since the last run (size, mtime) are not read again; "
-                                   "changed files get new shards,\nand shards of changed or deleted files are removed "
-                                   "after the new manifest is written. Bad files are recorded with\ntheir reason and "
-                                   "skipped. One ingestion per store at a time (lock file).\n\n"
+                                   "changed files get new shards.\nA run that changes anything is one commit (a new "
+                                   "version): training runs pin a version and keep reading it;\nshards of changed or "
+                                   "deleted files leave the new version and stay on disk until `semisep vacuum` (run by\n"
+                                   "the nightly job) deletes them after data.retention_days. Bad files are recorded "
+                                   "with their reason and\nskipped. One ingestion per store at a time (lock file).\n\n"
                                    "Exit status: 0 every valid file ingested; "
                                    f"{EXIT_INGEST_FAILURES} more than data.max_failed_share of the tracks failed;\n"
                                    f"{EXIT_ERROR} a configuration error or the store is locked by another ingestion.")
+    _common(p)
+
+    p = sub.add_parser("vacuum", help="delete shard files no version younger than data.retention_days needs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Every ingest and relabel is a new version of the store's Delta tables; files a "
+                                   "newer version replaced stay\non disk so that runs pinned to older versions keep "
+                                   "reading them. This deletes the files of versions replaced\nmore than "
+                                   "data.retention_days (default 7) ago, in the shard store and the pseudo-label store. "
+                                   "A run pinned\nto such a version (data.version=N) is then refused with a message "
+                                   "naming it. The nightly job runs it.\n\n"
+                                   "Example:\n  semisep vacuum --config configs/demo.yaml --set data.retention_days=3")
+    _common(p)
+
+    p = sub.add_parser("convert-store", help="turn a shard store made before versioned tables into one (no re-decoding)",
+                       description="A store written by semisep before 2026-12-07 has manifest.parquet and no "
+                                   "_delta_log; every command refuses it, naming this one. This commits its shards "
+                                   "as version 0 of a Delta table and its manifest as the _sources table.")
     _common(p)
 
     p = sub.add_parser("train", help="train a separator with Ray Train, tracked in MLflow",
@@ -253,6 +273,24 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_convert_store(args) -> int:
+    from semisep.pipeline.ingest import convert_store
+
+    print(convert_store(_config(args)))
+    return 0
+
+
+def cmd_vacuum(args) -> int:
+    from semisep.pipeline.ingest import vacuum
+
+    cfg = _config(args)
+    deleted = vacuum(cfg)
+    for kind, paths in deleted.items():
+        print(f"{kind}: {len(paths)} files deleted (replaced more than data.retention_days={cfg.data.retention_days:g} "
+              "days ago)")
+    return 0
+
+
 def cmd_train(args) -> int:
     from semisep.evaluation.registry import log_model
     from semisep.progress import TrainProgress, console_mode
@@ -423,7 +461,7 @@ def cmd_demo(args) -> int:
 COMMANDS = {"demo": cmd_demo, "generate-demo": cmd_generate, "ingest": cmd_ingest, "train": cmd_train,
             "evaluate": cmd_evaluate, "separate": cmd_separate, "tune": cmd_tune,
             "promote": cmd_promote, "nightly": cmd_nightly, "experiment": cmd_experiment,
-            "pseudo-label": cmd_pseudo_label}
+            "pseudo-label": cmd_pseudo_label, "vacuum": cmd_vacuum, "convert-store": cmd_convert_store}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -75,7 +75,7 @@ def refresh_pseudo_labels(cfg: Config, say=print) -> tuple[Config, str]:
 
 def nightly(cfg: Config, say=print) -> NightlyReport:
     from semisep.evaluation.promote import TAG, promote
-    from semisep.pipeline.ingest import format_report, ingest
+    from semisep.pipeline.ingest import format_report, ingest, vacuum
     from semisep.evaluation.registry import register
     from semisep.evaluation.registry import log_model
     from semisep.progress import TrainProgress, console_mode
@@ -91,6 +91,10 @@ def nightly(cfg: Config, say=print) -> NightlyReport:
             f"data.max_failed_share={cfg.data.max_failed_share}); fix or remove them, then rerun")
         return report
 
+    deleted = vacuum(cfg)
+    if any(deleted.values()):
+        say(f"  vacuum: {', '.join(f'{len(v)} {k} files' for k, v in deleted.items())} no version younger than "
+            f"data.retention_days={cfg.data.retention_days:g} needs, deleted")
     cfg, pseudo_version = refresh_pseudo_labels(cfg, say)
     version = ingested.dataset_version
     existing = nightly_versions(cfg, version, pseudo_version)

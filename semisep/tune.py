@@ -135,8 +135,8 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False, say
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from semisep.pipeline.manifest import read_manifest
     from semisep.pipeline.ray_session import ensure_ray
+    from semisep.training.data import pin_version
     from semisep.training.tracking import client, start_run
 
     ensure_ray(cfg)
@@ -152,18 +152,21 @@ def sweep(cfg: Config, num_samples: int | None = None, resume: bool = False, say
         if not (state_file.exists() and tune.Tuner.can_restore(path)):
             raise SemisepError(f"--resume: no sweep named {s.name!r} under {storage} to resume")
         parent = json.loads(state_file.read_text())["parent_run_id"]
+        pinned = json.loads(state_file.read_text()).get("data_version", -1)
+        if pinned >= 0:  # the resumed sweep's trials read the version its first trials read
+            cfg = pin_version(cfg, {"data": {"version": pinned}})
         mlflow.update_run(parent, status="RUNNING")
     else:
         if state_file.exists():
             raise SemisepError(f"a sweep named {s.name!r} already exists under {storage}: pass --resume to continue "
                                "it, or set tune.name to start another")
-        _, version = read_manifest(cfg.data.shards_dir)
+        version = str(pin_version(cfg).data.version)  # trainable() pins the same one for every trial
         total = 1 + len(_points(cfg)) + (s.num_samples if num_samples is None else num_samples)
         parent = start_run(cfg.tracking_uri, cfg.mlflow.experiment, f"sweep-{s.name}",
                            {"tune": cfg.to_dict()["tune"], "train": cfg.to_dict()["train"], "trials": total},
                            {"semisep.kind": "sweep", "semisep.sweep": s.name, "semisep.dataset_version": version})
         Path(local).mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total}))
+        state_file.write_text(json.dumps({"parent_run_id": parent, "trials": total, "data_version": int(version)}))
     total = json.loads(state_file.read_text())["trials"]
     trial_fn = trainable(cfg, {"CPU": t.cpus_per_worker} | ({"GPU": s.gpus_per_worker} if s.gpus_per_worker else {}),
                          log_model)

@@ -29,8 +29,8 @@ import torch
 
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
-from semisep.pipeline.manifest import read_manifest, shards_in_use
-from semisep.pipeline.pseudo_store import pseudo_dir, read_pseudo_manifest
+from semisep.pipeline.manifest import version_shards
+from semisep.pipeline.pseudo_store import OLD_LAYOUT, pinned_label_set, pseudo_dir
 from semisep.pipeline.shards import SOURCE_COLUMNS, check_shard, read_excerpts
 from semisep.training.batches import SALTS, memory_pools
 from semisep.training.stream import ShardStream, StreamFiles, initial_state, resplit
@@ -48,15 +48,44 @@ def _paired(ok, split: str) -> StreamFiles:
     return _files(ok[(ok.role == "paired") & (ok.split == split)], SOURCE_COLUMNS)
 
 
+def pin_version(cfg: Config, checkpoint_config: dict | None = None) -> Config:
+    """A copy of ``cfg`` whose ``data.version`` names one table version of the store: the
+    checkpoint's when resuming (a resumed run reads the rows it planned on, whatever ingestion ran
+    since), else ``data.version``, else the latest. Ray Train restarts and elastic re-splits get
+    the shipped copy, so every worker start reads that version's files."""
+    from semisep.pipeline import table
+
+    pinned = int(((checkpoint_config or {}).get("data") or {}).get("version", -1))
+    asked = cfg.data.version
+    if pinned >= 0 and asked >= 0 and asked != pinned:
+        raise SemisepError(f"--resume with data.version={asked}: the checkpoint trained on version {pinned}; resume "
+                           f"without data.version, or start a new run on version {asked}")
+    version = pinned if pinned >= 0 else asked
+    if version < 0:
+        version = table.latest_version(cfg.data.shards_dir)
+        if version is None:
+            table.refuse_old_layout(cfg.data.shards_dir)
+            raise SemisepError(f"{cfg.data.shards_dir}: no shard store here; run `semisep ingest` first")
+    table.files(cfg.data.shards_dir, version)  # a vacuumed or unknown version is refused now, by name
+    out = Config.from_dict(cfg.to_dict())
+    out.data.version = int(version)
+    if cfg.train.pseudo > 0:  # the label set too: relabelling during the run changes nothing it reads
+        labels = int(((checkpoint_config or {}).get("pseudo") or {}).get("version", -1))
+        out.pseudo.version = pinned_label_set(pseudo_dir(out), labels if labels >= 0 else cfg.pseudo.version)[2]
+    return out
+
+
 def validation_files(cfg: Config) -> StreamFiles:
-    """The validation split's shards (paired, split ``valid``), as ``stream_files`` lists them."""
-    return _paired(shards_in_use(read_manifest(cfg.data.shards_dir)[0]), "valid")
+    """The validation split's shards (paired, split ``valid``) of version ``data.version``, as
+    ``stream_files`` lists them."""
+    return _paired(version_shards(cfg.data.shards_dir, cfg.data.version)[0], "valid")
 
 
 def stream_files(cfg: Config) -> dict[str, StreamFiles]:
-    """Shard files per stream, with their rows, from the manifest (so stale files on disk are never
-    read); the first shard of each is checked against the config now, the rest as they are read."""
-    ok = shards_in_use(read_manifest(cfg.data.shards_dir)[0])
+    """Shard files per stream, with their rows, of the store's version ``data.version`` (-1: the
+    latest; a run pins it before its workers start, so every restart reads the same files); the
+    first shard of each is checked against the config now, the rest as they are read."""
+    ok = version_shards(cfg.data.shards_dir, cfg.data.version)[0]
     out = {"paired": _paired(ok, "train"), "valid": _paired(ok, "valid")}
     for role in SOURCE_COLUMNS:
         used = ok[(ok.role == role) & (ok.split == "train")] if role in cfg.train.unpaired_roles else ok.iloc[:0]
@@ -82,12 +111,19 @@ def stream_files(cfg: Config) -> dict[str, StreamFiles]:
 
 
 def pseudo_files(cfg: Config) -> StreamFiles:
-    """The pseudo-label store's shards (mixture, the teacher's vocals and accompaniment)."""
-    rows, _ = read_pseudo_manifest(pseudo_dir(cfg))
-    rows = rows[rows.excerpts > 0].sort_values("shard")
+    """The pseudo-label store's shards (mixture, the teacher's vocals and accompaniment) of version
+    ``pseudo.version``."""
+    from semisep.pipeline import table
+
+    if not table.is_table(pseudo_dir(cfg)):
+        table.refuse_old_layout(pseudo_dir(cfg), *OLD_LAYOUT)
+        raise SemisepError(f"{pseudo_dir(cfg)}: no pseudo-labels; make them with `semisep pseudo-label` (or the nightly "
+                           "job, which labels with the champion) before training with train.pseudo > 0")
+    rows = pinned_label_set(pseudo_dir(cfg), cfg.pseudo.version)[0]
+    rows = rows[rows.rows > 0].sort_values("shard")
     if not len(rows):
         raise SemisepError(f"{pseudo_dir(cfg)}: the pseudo-label store holds no excerpts")
-    return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.excerpts), tuple(SOURCE_COLUMNS))
+    return StreamFiles(tuple(rows.shard), tuple(int(n) for n in rows.rows), tuple(SOURCE_COLUMNS))
 
 
 def needed_streams(cfg: Config, files: dict[str, StreamFiles]) -> list[str]:

@@ -163,13 +163,14 @@ def use_mlflow_environment(cfg) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a worker's output is a log
 
 
-def log_dataset(tracking_uri: str, run_id: str, version: str, manifest_path: str, summary: dict) -> None:
-    """Record the shard store as the run's training input: name, digest = dataset version, source."""
+def log_dataset(tracking_uri: str, run_id: str, version: str, store_uri: str, summary: dict) -> None:
+    """Record the shard store as the run's training input: name, digest = the table version read,
+    source = the store (a Delta table: ``DeltaTable(uri, version=...)`` opens what the run read)."""
     import json
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    dataset = Dataset(name="semisep-shards", digest=version, source_type="local", source=json.dumps({"uri": manifest_path}),
+    dataset = Dataset(name="semisep-shards", digest=version, source_type="local", source=json.dumps({"uri": store_uri, "format": "delta", "version": version}),
                       profile=json.dumps(summary))
     client(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
@@ -179,11 +180,11 @@ def pseudo_lineage(cfg) -> dict[str, str]:
     version (empty without train.pseudo). Copied to registered versions like the other semisep tags."""
     if cfg.train.pseudo <= 0:
         return {}
-    from semisep.pipeline.pseudo_store import read_pseudo_manifest, pseudo_dir
+    from semisep.pipeline.pseudo_store import pinned_label_set, pseudo_dir
 
-    _, info = read_pseudo_manifest(pseudo_dir(cfg))
+    _, info, number = pinned_label_set(pseudo_dir(cfg), cfg.pseudo.version)
     return {"semisep.teacher": info.get("teacher", ""), "semisep.pseudo_version": info.get("version", ""),
-            "semisep.pseudo_labels": pseudo_dir(cfg)}
+            "semisep.pseudo_labels": pseudo_dir(cfg), "semisep.pseudo_table_version": str(number)}
 
 
 def log_pseudo_labels(cfg, run_id: str) -> None:
@@ -195,13 +196,13 @@ def log_pseudo_labels(cfg, run_id: str) -> None:
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from semisep.pipeline.pseudo_store import MANIFEST, read_pseudo_manifest, pseudo_dir
-    from semisep.pipeline.storage import join
+    from semisep.pipeline.pseudo_store import pinned_label_set, pseudo_dir
 
-    rows, info = read_pseudo_manifest(pseudo_dir(cfg))
+    rows, info, number = pinned_label_set(pseudo_dir(cfg), cfg.pseudo.version)
     dataset = Dataset(name="semisep-pseudo-labels", digest=info.get("version", ""), source_type="local",
-                      source=json.dumps({"uri": join(pseudo_dir(cfg), MANIFEST), "teacher": info.get("teacher", "")}),
-                      profile=json.dumps({"mixtures": len(rows), "excerpts": int(rows.excerpts.sum())}))
+                      source=json.dumps({"uri": pseudo_dir(cfg), "format": "delta", "version": number,
+                                         "teacher": info.get("teacher", "")}),
+                      profile=json.dumps({"mixtures": len(rows), "excerpts": int(rows.rows.sum())}))
     client(cfg.tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, [
         InputTag("mlflow.data.context", "training"), InputTag("semisep.teacher", info.get("teacher", ""))])])
 

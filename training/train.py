@@ -19,10 +19,9 @@ from typing import Callable
 from semisep.pipeline import storage as store
 from semisep.pipeline.config import Config
 from semisep.pipeline.errors import SemisepError
-from semisep.pipeline.manifest import MANIFEST, read_manifest
 from semisep.pipeline.ray_session import ensure_ray
 from semisep.training.checkpoint import META, STATE, safe_load, save_model
-from semisep.training.data import stream_files
+from semisep.training.data import pin_version, stream_files
 from semisep.training.tracking import (
     client, describe_run, log_dataset, log_pseudo_labels, run_kind, run_tags, start_run)
 from semisep.training.worker import train_loop_per_worker
@@ -66,8 +65,13 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     from ray.train.torch import TorchTrainer
 
     ensure_ray(cfg, say)
+    storage = store.normalize(storage) if storage else cfg.data.results_dir
+    resume_from = _latest_checkpoint(storage, name) if resume else None
+    if resume and resume_from is None:
+        raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
+    cfg = pin_version(cfg, _checkpoint_meta(resume_from).get("config") if resume_from else None)
     files = stream_files(cfg)
-    manifest, version = read_manifest(cfg.data.shards_dir)
+    version = str(cfg.data.version)
     t = cfg.train
     if any(t.batch_size % n for n in range(t.min_workers, t.max_workers + 1)):
         raise SemisepError(f"train.batch_size={t.batch_size} must divide by train.num_workers={t.num_workers}")
@@ -75,19 +79,14 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     tags = run_tags(cfg, version) | (tags or {})
     try:
         run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(), tags)
-        log_dataset(cfg.tracking_uri, run_id, version, store.join(cfg.data.shards_dir, MANIFEST),
-                    {s: len(f.paths) for s, f in files.items()} | {"files": len(manifest)})
+        log_dataset(cfg.tracking_uri, run_id, version, cfg.data.shards_dir,
+                    {s: len(f.paths) for s, f in files.items()})
         log_pseudo_labels(cfg, run_id)
     except Exception as exc:  # noqa: BLE001 - no run to train into
         raise SemisepError(f"MLflow tracking server {cfg.tracking_uri}: cannot start the run "
                            f"({' '.join(str(exc).split())[:200]}); nothing was trained") from None
-    storage = store.normalize(storage) if storage else cfg.data.results_dir
     # each run gets its own folder, so a second run of the same name never restores the first
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    resume_from = _latest_checkpoint(storage, name) if resume else None
-    if resume and resume_from is None:
-        _terminate_quietly(client(cfg.tracking_uri), run_id)
-        raise SemisepError(f"--resume: no checkpoint of run {name!r} under {storage}")
     if resume_from:  # the registry's lineage covers every step: this run continues that one
         _link_resumed(client(cfg.tracking_uri), run_id, resume_from)
     progress = _ProgressQueue(on_progress) if on_progress else None
@@ -208,11 +207,18 @@ def _terminate_quietly(mlflow, run_id: str, status: str = "FAILED") -> None:
         pass
 
 
+def _checkpoint_meta(checkpoint_dir: str) -> dict:
+    """The checkpoint's meta.json; {} where it cannot be read (the worker refuses such a checkpoint)."""
+    try:
+        return json.loads(store.read_bytes(store.join(checkpoint_dir, META)))
+    except Exception:  # noqa: BLE001
+        return {}
+
+
 def _link_resumed(mlflow, run_id: str, checkpoint_dir: str) -> None:
     """Tag the run with the run and step its checkpoint comes from (semisep.resumed_from_run, _step)."""
-    try:
-        meta = json.loads(store.read_bytes(store.join(checkpoint_dir, META)))
-    except Exception:  # noqa: BLE001 - a checkpoint without its meta is refused later, by the worker
+    meta = _checkpoint_meta(checkpoint_dir)
+    if not meta:
         return
     if meta.get("run_id"):
         mlflow.set_tag(run_id, "semisep.resumed_from_run", meta["run_id"])

@@ -32,10 +32,14 @@ def trainable(cfg: Config, resources: dict, log_model=None):
     """``trial`` with ``cfg`` attached (paths made absolute and the tracking store resolved, since
     trials run in Ray workers with another working directory) and ``resources`` per trial.
     ``log_model(tracking_uri, run_id, model_dir) -> URI`` packages each trial's best model in its
-    run (the entry points pass semisep.evaluation.registry.log_model)."""
+    run (the entry points pass semisep.evaluation.registry.log_model). The store's version is
+    pinned here, once for all trials (and their restarts)."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(trial, cfg=cfg.shipped().to_dict(), log_model=log_model), resources)
+    from semisep.training.data import pin_version
+
+    shipped = pin_version(cfg).shipped().to_dict()
+    return tune.with_resources(tune.with_parameters(trial, cfg=shipped, log_model=log_model), resources)
 
 
 def trial(config: dict, cfg: dict, log_model=None) -> None:
@@ -43,7 +47,6 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     from mlflow import MlflowClient
     from ray import tune
 
-    from semisep.pipeline.manifest import read_manifest
     from semisep.training.data import load_training_data
     from semisep.training.early_stopping import new_best
     from semisep.training.step import build_models
@@ -68,7 +71,7 @@ def trial(config: dict, cfg: dict, log_model=None) -> None:
     for old in client.search_runs([client.get_run(parent).info.experiment_id],
                                   f"tags.semisep.trial_id = '{trial_id}' and tags.mlflow.parentRunId = '{parent}'"):
         client.delete_run(old.info.run_id)
-    _, version = read_manifest(cfg.data.shards_dir)
+    version = str(cfg.data.version)  # pinned by the sweep's driver (trainable): every trial reads one version
     name = f"{config['sweep']}-{label}" if label else f"{config['sweep']}-{trial_id}"
     run_id = start_run(cfg.tracking_uri, cfg.mlflow.experiment, name, cfg.to_dict(),
                        run_tags(cfg, version) | {"mlflow.parentRunId": parent, "semisep.trial_id": trial_id,

@@ -110,12 +110,20 @@ def test_labels_blend_the_teacher_with_repet_sim_at_the_weight_validation_chose(
 
     import os
 
-    # the same teacher, another weight and scale: a new label set beside, the old one removed
+    # the same teacher, another weight and scale: a new label set beside, the old one out of the new
+    # version and kept on disk for the versions before it, until a vacuum
+    from semisep.pipeline import table
+
     cfg.pseudo.repet_weights, cfg.pseudo.vocal_scales = [0.0], [1.0]
     label_mixtures(cfg, model_dir, "teacher-under-test", "run-1", str(tmp_path / "pseudo"), say=lambda _: None)
     again, info = read_pseudo_manifest(str(tmp_path / "pseudo"))
     assert set(again.repet) == {0.0} and info["repet"] == "0.0" and set(again.scale) == {1.0}
-    assert not set(again.shard) & set(rows.shard) and not any(os.path.exists(s) for s in rows.shard)
+    assert not set(again.shard) & set(rows.shard) and all(os.path.exists(s) for s in rows.shard)
+    latest, number = table.files(str(tmp_path / "pseudo"))
+    assert set(latest.shard) == set(again.shard) and number == 1
+    assert set(table.files(str(tmp_path / "pseudo"), 0)[0].shard) == set(rows.shard)
+    table.vacuum(str(tmp_path / "pseudo"), retention_days=0)
+    assert not any(os.path.exists(s) for s in rows.shard) and all(os.path.exists(s) for s in again.shard)
 
 
 def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does_not(trained, tmp_path):
@@ -146,18 +154,22 @@ def test_a_new_champion_makes_the_nightly_step_relabel_and_an_unchanged_one_does
     _, first = refresh_pseudo_labels(cfg, said.append)
     rows, info = read_pseudo_manifest(pseudo_dir(cfg))
     assert info["teacher"] == f"models:/{cfg.mlflow.registered_model}/{versions[0]}" and info["version"] == first
-    manifest = storage.join(pseudo_dir(cfg), "manifest.parquet")
-    written = {s: storage.resolve(s)[0].get_file_info(s).mtime for s in [manifest, *rows.shard]}
+    from semisep.pipeline import table
+
+    labels_version = table.latest_version(pseudo_dir(cfg))
+    written = {s: storage.resolve(s)[0].get_file_info(s).mtime for s in rows.shard}
 
     _, again = refresh_pseudo_labels(cfg, said.append)  # the same champion: nothing is relabelled
     assert again == first and "up to date" in said[-1]
     assert {s: storage.resolve(s)[0].get_file_info(s).mtime for s in written} == written
+    assert table.latest_version(pseudo_dir(cfg)) == labels_version  # no commit
 
     client.set_registered_model_alias(cfg.mlflow.registered_model, "champion", versions[1])
     _, second = refresh_pseudo_labels(cfg, said.append)  # a new champion: everything relabelled
     new_rows, info = read_pseudo_manifest(pseudo_dir(cfg))
     assert second != first and info["teacher"] == f"models:/{cfg.mlflow.registered_model}/{versions[1]}"
-    assert not set(new_rows.shard) & set(rows.shard) and not any(storage.exists(s) for s in rows.shard)
+    assert not set(new_rows.shard) & set(rows.shard) and set(table.files(pseudo_dir(cfg))[0].shard) == set(new_rows.shard)
+    assert table.latest_version(pseudo_dir(cfg)) == labels_version + 1
     assert set(new_rows.teacher_run_id) == {client.get_model_version(cfg.mlflow.registered_model, versions[1]).run_id}
 
 

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from semisep.pipeline.errors import SemisepError
+from semisep.training.data import stream_files
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.slow
 def shard_bytes(shards_dir) -> dict[str, bytes]:
     """Relative path -> bytes of every shard file in the store."""
     root = Path(shards_dir)
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("part-*.parquet")}
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("part-*.parquet")
+            if not any(part.startswith("_") for part in p.relative_to(root).parts)}  # not the _sources table
 
 
 def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
@@ -39,12 +41,12 @@ def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
         shutil.move(f, extra / f.name)
     cfg = tiny_config(tmp_path / "work", corpus)
     first = ingest(cfg, progress=False)
-    assert first.processed == len(first.manifest) > 0
+    assert first.processed == len(first.manifest) > 0 and first.dataset_version == "0"
     before = shard_bytes(cfg.data.shards_dir)
     mtimes = {p: os.stat(Path(cfg.data.shards_dir) / p).st_mtime_ns for p in before}
 
     second = ingest(cfg, progress=False)
-    assert second.processed == 0 and second.pruned == 0
+    assert second.processed == 0 and second.removed == 0
     assert second.dataset_version == first.dataset_version
     assert shard_bytes(cfg.data.shards_dir) == before
     assert {p: os.stat(Path(cfg.data.shards_dir) / p).st_mtime_ns for p in before} == mtimes
@@ -63,22 +65,24 @@ def test_incremental_runs(tiny_corpus, tmp_path, ray_session):
     audio, sr = sf.read(changed)
     sf.write(changed, audio[::-1] * 0.5, sr)  # new content, same name
     third = ingest(cfg, progress=False)
-    assert third.processed == 1 and third.pruned == 1
+    assert third.processed == 1 and third.removed == 1
     new_shard = third.manifest.set_index("path").loc[str(changed), "shard"]
-    assert new_shard != old_shard and os.path.exists(new_shard) and not os.path.exists(old_shard)
+    # the replaced shard leaves the new version, not the disk: the older versions still read it
+    assert new_shard != old_shard and os.path.exists(new_shard) and os.path.exists(old_shard)
     after_change = shard_bytes(cfg.data.shards_dir)
-    assert set(after_add) - set(after_change) == {str(Path(old_shard).relative_to(cfg.data.shards_dir))}
-    assert all(after_change[p] == b for p, b in after_add.items() if p in after_change)
+    assert set(after_change) - set(after_add) == {str(Path(new_shard).relative_to(cfg.data.shards_dir))}
+    assert all(after_change[p] == b for p, b in after_add.items())
+    assert old_shard not in set(stream_files(cfg)["mixture"].paths)
+    pinned = tiny_config(tmp_path / "work", corpus, **{"data.version": added.dataset_version})
+    assert old_shard in set(stream_files(pinned)["mixture"].paths)
 
     deleted = sorted((corpus / "unpaired" / "accompaniment").glob("*.wav"))[0]
     gone_shard = third.manifest.set_index("path").loc[str(deleted), "shard"]
     deleted.unlink()
     fourth = ingest(cfg, progress=False)
-    assert fourth.processed == 0 and fourth.pruned == 1
-    assert str(deleted) not in set(fourth.manifest.path) and not os.path.exists(gone_shard)
-    assert fourth.dataset_version != third.dataset_version
-    from semisep.training.data import stream_files
-
+    assert fourth.processed == 0 and fourth.removed == 1
+    assert str(deleted) not in set(fourth.manifest.path) and os.path.exists(gone_shard)
+    assert int(fourth.dataset_version) == int(third.dataset_version) + 1
     assert gone_shard not in stream_files(cfg)["accompaniment"].paths
 
 
@@ -116,7 +120,7 @@ def test_run_killed_half_way_then_rerun_matches_uninterrupted(tiny_corpus, tmp_p
     proc.wait()
     done = len(list(shards.rglob("part-*.parquet")))
     assert 3 <= done < total, f"kill landed at {done} of {total} shards"
-    assert not (shards / "manifest.parquet").exists()
+    assert not (shards / "_delta_log").exists() and not (shards / "_sources").exists()  # no version committed
 
     cfg = tiny_config(work, corpus, **{"data.corpora": f"[{{name: u, path: {corpus / 'unpaired'}, format: folder, use: unpaired}}]"})
     rerun = ingest(cfg, progress=False)

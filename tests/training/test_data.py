@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from semisep.pipeline.config import load_config
 from semisep.pipeline.errors import SemisepError
-from semisep.pipeline.manifest import COLUMNS, dataset_version, write_manifest
+from semisep.pipeline import table
+from semisep.pipeline.manifest import COLUMNS, write_manifest
 from semisep.pipeline.shards import write_shard
 from semisep.training.data import read_validation, stream_files
 
@@ -25,13 +28,16 @@ def store(tmp_path, shards: list[tuple[str, str, str, str, int]]):
         columns = ["mixture", "vocals", "accompaniment"] if role == "paired" else [role]
         spec = {c: (rng.standard_normal((16, FRAMES * n)) + 1j * rng.standard_normal((16, FRAMES * n))).astype(np.complex64)
                 for c in columns}
-        path = str(tmp_path / f"part-{i:03d}.parquet")
+        folder = os.path.join(cfg.data.shards_dir, corpus, split, role)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"part-{i:03d}.parquet")
         write_shard(path, {"track_id": track, "corpus": corpus, "split": split, "role": role}, spec,
                     list(range(0, FRAMES * n, FRAMES)), cfg.transform, FRAMES)
         rows.append(dict(COLUMNS) | {"corpus": corpus, "split": split, "role": role, "track_id": track,
                                      "path": f"/audio/{corpus}/{track}.wav", "shard": path, "excerpts": n})
     manifest = pd.DataFrame(rows)[list(COLUMNS)]
-    write_manifest(manifest, cfg.data.shards_dir, dataset_version(manifest, cfg.transform))
+    version = table.commit(cfg.data.shards_dir, dict(zip(manifest.shard, manifest.excerpts)), [], "ingest")
+    write_manifest(manifest, cfg.data.shards_dir, version)
     return cfg
 
 
