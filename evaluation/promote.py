@@ -195,8 +195,7 @@ def _measure_and_decide(cfg: Config, client, name: str, version: str, champion: 
     if passed:
         from semisep.evaluation.lease import lease_lost
 
-        if not lease.still_held():
-            raise lease_lost(lease, "the evaluation (no alias was moved)")
+        lease.prove(f"the move of {CHAMPION!r} to version {version}")  # held, with promote.lease_seconds / 3 in hand
         if champion:
             client.set_registered_model_alias(name, PREVIOUS, champion)
         client.set_registered_model_alias(name, CHAMPION, version)
@@ -223,11 +222,12 @@ def _describe_decision(client, name: str, version: str, passed: bool, champion: 
 def rollback(cfg: Config) -> tuple[str, str]:
     """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted version). Returns (new, demoted)."""
     client, name = _client(cfg), cfg.mlflow.registered_model
-    with registry_lease(cfg, client):
+    with registry_lease(cfg, client) as lease:
         champion, previous = _alias(cfg, client, name, CHAMPION), _alias(cfg, client, name, PREVIOUS)
         if previous is None or champion is None:
             raise SemisepError(f"registered model {name!r} has no {'previous' if champion else 'champion'} "
                                "version to roll back to")
+        lease.prove(f"the rollback of {CHAMPION!r} to version {previous}")
         client.set_registered_model_alias(name, CHAMPION, previous)
         client.set_registered_model_alias(name, PREVIOUS, champion)
         client.set_model_version_tag(name, champion, TAG + "rolled_back_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
