@@ -17,8 +17,8 @@ Any Delta reader opens a store: ``deltalake.DeltaTable("<store>").to_pandas()`` 
 from __future__ import annotations
 
 import json
-import os
 import time
+from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
@@ -142,11 +142,12 @@ def files(root: str, version: int | None = None, setting: str = "data.version",
         raise SemisepError(f"{setting}={version}: {root} cannot load this version ({' '.join(str(exc).split())[:160]}); "
                            f"its log entry is gone (older than Delta's log retention)") from None
     actions = pa.table(table.get_add_actions(flatten=True))
-    paths = [storage.join(storage.normalize(root), p) for p in actions.column("path").to_pylist()]
+    paths = [storage.join(storage.normalize(root), unquote(p)) for p in actions.column("path").to_pylist()]
     rows = [int(n or 0) for n in actions.column("num_records").to_pylist()] if "num_records" in actions.column_names \
         else [0] * len(paths)
     frame = pd.DataFrame({"shard": paths, "rows": rows}).sort_values("shard").reset_index(drop=True)
-    missing = [p for p in frame.shard if not storage.exists(p)]
+    present = set(storage.list_files(storage.normalize(root), lambda name: name.endswith(".parquet")))
+    missing = [p for p in frame.shard if p not in present]  # one listing, not a request per file
     if missing:
         raise SemisepError(
             f"{setting}={table.version()}: {len(missing)} of its {len(frame)} files are gone from {root} (first: "
@@ -171,11 +172,10 @@ def history(root: str) -> pd.DataFrame:
 def _logged_paths(root: str) -> set[str]:
     """Every data file the log still mentions: the current version's, and every file added by a
     commit whose entry is still in ``_delta_log`` (older versions' files are among them)."""
-    from urllib.parse import unquote
-
     import pyarrow.fs as pafs
 
-    paths = set(_table(root).file_uris())
+    current = pa.table(_table(root).get_add_actions(flatten=True)).column("path").to_pylist()
+    paths = {storage.join(storage.normalize(root), unquote(p)) for p in current}
     fs, log = storage.resolve(storage.join(root, LOG))
 
     for info in fs.get_file_info(pafs.FileSelector(log)):
@@ -206,7 +206,7 @@ def vacuum(root: str, retention_days: float) -> list[str]:
         return []
     hours = int(round(retention_days * 24))
     due = _table(root).vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False)
-    due = [storage.join(storage.normalize(root), p) for p in due]
+    due = [storage.join(storage.normalize(root), unquote(p)) for p in due]
     due = [p for p in due if storage.exists(p)]  # a tombstone stays listed after its file is gone
     if due:  # a vacuum commits twice (start, end): only when there is something to delete
         _table(root).vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
