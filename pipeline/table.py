@@ -59,6 +59,12 @@ def latest_version(root: str) -> int | None:
     return max(data) if data else _table(root).version()
 
 
+def table_id(root: str) -> str:
+    """The table's id (Delta's metadata id): a store deleted and ingested anew starts its versions at
+    0 again under another id, so (id, version) names the data."""
+    return _table(root).metadata().id if is_table(root) else ""
+
+
 def _relative(root: str, path: str) -> str:
     root, path = storage.normalize(root).rstrip("/"), storage.normalize(path)
     assert path.startswith(root + "/"), (root, path)

@@ -31,8 +31,11 @@ class NightlyReport:
 
 
 def nightly_versions(cfg: Config, dataset_version: str, pseudo_version: str = "") -> list:
-    """Registered nightly versions of ``mlflow.registered_model`` trained on ``dataset_version``
-    (and, with pseudo-labels, on the label set ``pseudo_version``)."""
+    """Registered nightly versions of ``mlflow.registered_model`` trained on ``dataset_version`` of
+    this store (its table id: a store made anew counts its versions from 0 again) and, with
+    pseudo-labels, on the label set ``pseudo_version``."""
+    from semisep.pipeline.table import table_id
+
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -46,8 +49,10 @@ def nightly_versions(cfg: Config, dataset_version: str, pseudo_version: str = ""
             return []
         # not "no nightly model": that would train again; the registry could not be read
         raise registry_error(cfg.tracking_uri, f"the versions of {cfg.mlflow.registered_model!r}", exc) from None
+    store = table_id(cfg.data.shards_dir)
     return sorted((v for v in found if v.tags.get(NIGHTLY_TAG) == "true"
                    and v.tags.get("semisep.dataset_version") == dataset_version
+                   and v.tags.get("semisep.store_id", store) == store
                    and v.tags.get("semisep.pseudo_version", "") == pseudo_version), key=lambda v: int(v.version))
 
 

@@ -34,7 +34,10 @@ def run_kind(cfg) -> str:
 
 def run_tags(cfg, dataset_version: str) -> dict[str, str]:
     """The provenance tags every training run (and sweep trial) carries, copied to registered versions."""
-    return {"semisep.dataset_version": dataset_version, "semisep.git_commit": git_commit(),
+    from semisep.pipeline.table import table_id
+
+    return {"semisep.dataset_version": dataset_version, "semisep.store_id": table_id(cfg.data.shards_dir),
+            "semisep.git_commit": git_commit(),
             "semisep.config_hash": cfg.hash(), "semisep.transform_hash": cfg.transform.hash(),
             "semisep.kind": run_kind(cfg)} | pseudo_lineage(cfg)
 
