@@ -99,3 +99,31 @@ def test_files_no_commit_added_are_found_and_the_old_layout_is_refused(tmp_path)
     (old / "manifest.parquet").write_bytes(b"")
     with pytest.raises(SemisepError, match=r"old: a shard store in the layout before versioned tables .*semisep convert-store"):
         table.refuse_old_layout(str(old))
+
+
+def test_a_store_in_the_old_layout_is_converted_without_decoding(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+
+    from semisep.pipeline.ingest import convert_store
+    from semisep.pipeline.manifest import COLUMNS, read_manifest, version_shards
+
+    cfg = _config(tmp_path)
+    root = cfg.data.shards_dir
+    shards = {"paired": _shard(cfg, "p", "paired", 3, 0), "vocals": _shard(cfg, "v", "vocals", 2, 1)}
+    rows = [dict(COLUMNS) | {"corpus": "c", "split": "train", "role": role, "track_id": role, "path": f"/a/{role}.wav",
+                             "shard": path, "excerpts": 3 if role == "paired" else 2} for role, path in shards.items()]
+    rows.append(dict(COLUMNS) | {"corpus": "c", "split": "train", "role": "vocals", "track_id": "bad", "path": "/a/bad.wav",
+                                 "status": "error", "error": "silent"})
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows)[list(COLUMNS)], preserve_index=False),
+                   os.path.join(root, "manifest.parquet"))
+    with pytest.raises(SemisepError, match="semisep convert-store"):
+        read_manifest(root)
+
+    assert "converted to a versioned store, version 0: 2 shards, 3 source files" in convert_store(cfg)
+    assert not os.path.exists(os.path.join(root, "manifest.parquet"))
+    assert dict(zip(*table.files(root)[0].T.values)) == {shards["paired"]: 3, shards["vocals"]: 2}
+    manifest, version = read_manifest(root)
+    assert version == "0" and len(manifest) == 3 and manifest.error.tolist()[-1] == "silent"
+    assert version_shards(root)[0].role.tolist() == ["paired", "vocals"]
+    assert "already a versioned store (version 0)" in convert_store(cfg)
