@@ -115,6 +115,7 @@ def write_store(root: Path, rows: pd.DataFrame, cfg: Config, hours: float) -> Pa
     paired songs): the shared files hard-linked into the store's layout, one commit, the manifest."""
     from semisep.pipeline import table
     from semisep.pipeline.manifest import COLUMNS, write_manifest
+    from semisep.pipeline.shards import TABLE_SCHEMA
 
     per_role = max(1, round(hours * 3600 / TRACK_SECONDS))
     unpaired = rows.role.isin(ROLES)
@@ -130,7 +131,7 @@ def write_store(root: Path, rows: pd.DataFrame, cfg: Config, hours: float) -> Pa
         linked.append(str(folder / f"part-{Path(r.shard).stem}.parquet"))
     keep["shard"] = linked
     manifest = keep[list(COLUMNS)].reset_index(drop=True)
-    version = table.commit(str(store), dict(zip(manifest.shard, manifest.excerpts)), [], "bench")
+    version = table.commit(str(store), dict(zip(manifest.shard, manifest.excerpts)), [], "bench", schema=TABLE_SCHEMA)
     write_manifest(manifest, str(store), version)
     return store
 

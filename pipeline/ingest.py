@@ -32,7 +32,7 @@ from semisep.pipeline.config import Config, TransformConfig
 from semisep.pipeline.corpora import TrackSpec, load_source, scan_corpus
 from semisep.pipeline.errors import AudioError, SemisepError, StoreError
 from semisep.pipeline.manifest import COLUMNS, read_manifest, shards_in_use, store_lock, write_manifest
-from semisep.pipeline.shards import SCHEMA_VERSION, excerpt_starts, write_shard
+from semisep.pipeline.shards import SCHEMA_VERSION, TABLE_SCHEMA, excerpt_starts, write_shard
 from semisep.pipeline.spectrogram import num_frames, resample, stft, to_mono
 
 TRACK_KEY = ["corpus", "split", "role", "track_id"]
@@ -301,8 +301,9 @@ def _ingest_locked(cfg: Config, shards_dir: str, progress: bool) -> IngestReport
     added = {s: int(n) for s, n in zip(used.shard, used.excerpts) if s not in current}
     removed = sorted(current - set(used.shard))
     try:
-        version = table.commit(shards_dir, added, removed, "ingest", {"tracks_processed": len(todo)}) \
-            if added or removed or not table.is_table(shards_dir) else table.latest_version(shards_dir)
+        changed = added or removed or not table.is_table(shards_dir)
+        version = table.commit(shards_dir, added, removed, "ingest", {"tracks_processed": len(todo)},
+                               schema=TABLE_SCHEMA) if changed else table.latest_version(shards_dir)
         write_manifest(manifest, shards_dir, version)
     except OSError as exc:  # deltalake's IO errors derive from OSError
         raise StoreError(shards_dir, f"cannot commit the new version ({' '.join(str(exc).split())[:200]}); the "
@@ -335,7 +336,8 @@ def convert_store(cfg: Config) -> str:
         if missing:
             raise SemisepError(f"{old}: {len(missing)} shards it lists are gone (first: {missing[0]}); ingest into a "
                                "new data.store")
-        version = table.commit(shards_dir, {s: int(n) for s, n in zip(used.shard, used.excerpts)}, [], "convert")
+        version = table.commit(shards_dir, {s: int(n) for s, n in zip(used.shard, used.excerpts)}, [], "convert",
+                               schema=TABLE_SCHEMA)
         write_manifest(manifest, shards_dir, version)
         storage.delete(old)
     return (f"{shards_dir}: converted to a versioned store, version {version}: {len(used)} shards, {len(manifest)} "

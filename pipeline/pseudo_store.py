@@ -35,9 +35,11 @@ import json
 import os
 
 import pandas as pd
+import pyarrow as pa
 
 from semisep.pipeline import storage, table
 from semisep.pipeline.errors import SemisepError
+from semisep.pipeline.shards import TABLE_SCHEMA
 
 LABELS = "_labels"
 OLD_LAYOUT = ("a pseudo-label store", "label the mixtures again (`semisep pseudo-label`) into a new folder")
@@ -87,7 +89,8 @@ def write_pseudo_manifest(rows: pd.DataFrame, directory: str, teacher: str, vers
     current = set(table.files(directory)[0].shard) if table.is_table(directory) else set()
     added = {s: int(n) for s, n in zip(used.shard, used.excerpts) if s not in current}
     removed = sorted(current - set(used.shard))
-    number = table.commit(directory, added, removed, "relabel", meta)
+    schema = TABLE_SCHEMA.append(pa.field("confidence", pa.float32()))
+    number = table.commit(directory, added, removed, "relabel", meta, schema=schema)
     table.write_frame(storage.join(directory, LABELS), rows[list(COLUMNS)], "relabel", meta | {"table_version": number})
     for orphan in table.untracked(directory, lambda name: name.startswith("pseudo-") and name.endswith(".parquet")):
         storage.delete(orphan)  # labels of a run killed before its commit

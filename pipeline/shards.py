@@ -42,6 +42,11 @@ SOURCE_COLUMNS = ("mixture", "vocals", "accompaniment")
 # rows per Parquet row group: a training stream reads a shard a row group at a time
 # (training/stream.py), so a long track is not decompressed whole for one chunk of it
 ROW_GROUP_ROWS = 64
+# the store's table schema (pipeline/table.py): every column any shard may hold; a shard of one
+# unpaired role leaves the other planes out, and readers of the table see them as null
+TABLE_SCHEMA = pa.schema([("track_id", pa.string()), ("corpus", pa.string()), ("split", pa.string()),
+                          ("role", pa.string()), ("start_frame", pa.int32())]
+                         + [(c, pa.binary()) for c in SOURCE_COLUMNS])
 
 
 def excerpt_starts(total_frames: int, excerpt_frames: int, hop: int) -> list[int]:

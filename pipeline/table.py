@@ -100,32 +100,35 @@ def _properties(kind: str, metadata: dict | None):
 
 
 def commit(root: str, added: dict[str, int], removed: list[str], kind: str, metadata: dict | None = None,
-           removed_at_ms: int | None = None) -> int:
+           removed_at_ms: int | None = None, schema: pa.Schema | None = None) -> int:
     """One transaction: add ``added`` (file location -> rows), remove ``removed`` (locations); files
     stay on disk. Creates the table on first use. Returns the new version (the current one when
     there is nothing to change). ``kind`` and ``metadata`` go into the commit's record;
-    ``removed_at_ms``: the removals' time (default now), from which their retention counts."""
-    from deltalake import Schema
+    ``removed_at_ms``: the removals' time (default now), from which their retention counts.
+    ``schema``: the table's columns when it is created (default: those of the first files); a file
+    with a column the table lacks adds it."""
+    from deltalake import Field, Schema
     from deltalake.transaction import RemoveAction, create_table_with_add_actions
 
     props = _properties(kind, metadata)
     adds = [_add(root, p, n) for p, n in sorted(added.items())]
     if not is_table(root):
-        schema = Schema.from_arrow(table_schema(sorted(added)) if added else pa.schema([("track_id", pa.string())]))
-        create_table_with_add_actions(storage.normalize(root), schema, adds, mode="error", commit_properties=props)
+        columns = list(schema or []) + [f for f in (table_schema(sorted(added)) if added else [])
+                                        if schema is None or f.name not in schema.names]
+        create_table_with_add_actions(storage.normalize(root), Schema.from_arrow(pa.schema(columns)), adds, mode="error",
+                                      commit_properties=props)
         return 0
     table = _table(root)
     if not adds and not removed:
         return latest_version(root)
     now = int(time.time() * 1000) if removed_at_ms is None else removed_at_ms
     removes = [RemoveAction(path=_relative(root, p), deletion_timestamp=now, data_change=True) for p in sorted(removed)]
-    schema = table.schema()
-    if adds:
-        known = {f.name for f in schema.to_arrow()}
-        new = [f for f in table_schema(sorted(added)) if f.name not in known]
-        if new:
-            schema = Schema.from_arrow(pa.schema(list(pa.schema(schema.to_arrow())) + new))
-    table.create_write_transaction(adds + removes, mode="append", schema=schema, commit_properties=props)
+    known = pa.schema(table.schema().to_arrow())
+    new = [f for f in table_schema(sorted(added)) if f.name not in known.names] if adds else []
+    if new:  # a column no file had before: the table's schema grows first (a commit of its own)
+        table.alter.add_columns([Field.from_arrow(f) for f in new])
+        table = _table(root)
+    table.create_write_transaction(adds + removes, mode="append", schema=table.schema(), commit_properties=props)
     return latest_version(root)
 
 

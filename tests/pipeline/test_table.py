@@ -12,7 +12,7 @@ import pytest
 from semisep.pipeline import table
 from semisep.pipeline.config import load_config
 from semisep.pipeline.errors import SemisepError
-from semisep.pipeline.shards import write_shard
+from semisep.pipeline.shards import TABLE_SCHEMA, write_shard
 
 FRAMES = 16
 DAY_MS = 86_400_000
@@ -43,7 +43,7 @@ def test_each_version_reads_its_own_files_and_any_delta_reader_opens_the_store(t
     cfg = _config(tmp_path)
     root = cfg.data.shards_dir
     a, b = _shard(cfg, "a", "paired", 3, 0), _shard(cfg, "b", "vocals", 4, 1)
-    assert table.commit(root, {a: 3, b: 4}, [], "ingest") == 0
+    assert table.commit(root, {a: 3, b: 4}, [], "ingest", schema=TABLE_SCHEMA) == 0
     c = _shard(cfg, "c", "vocals", 2, 2)
     assert table.commit(root, {c: 2}, [b], "ingest", {"note": "b replaced"}) == 1
     assert table.commit(root, {}, [], "ingest") == 1  # nothing changed: no new version
@@ -61,6 +61,7 @@ def test_each_version_reads_its_own_files_and_any_delta_reader_opens_the_store(t
     assert len(latest) == 5 and sorted(set(latest.track_id)) == ["a", "c"]
     assert latest.vocals.notna().all() and latest.mixture.isna().sum() == 2  # role=vocals rows hold vocals only
     assert len(DeltaTable(root, version=0).to_pandas()) == 7
+    assert DeltaTable(root).schema().to_arrow().names == TABLE_SCHEMA.names
     assert pq.read_table(c).column("vocals").to_pylist() == \
         DeltaTable(root).to_pandas().query("track_id == 'c'").sort_values("start_frame").vocals.tolist()
 

@@ -44,6 +44,10 @@ def test_a_resumed_and_resized_run_reads_its_pinned_version_after_ingest_and_rel
                                        "train.pseudo": 0.25, "train.max_steps": 12, "train.val_every": 4,
                                        "train.checkpoint_every_s": 0, "train.shuffle_buffer": 4})
     v0 = ingest(cfg, progress=False).dataset_version
+    import ray  # Ray Data reads a version of the store as a Delta table
+
+    rows_v0 = int(table.files(cfg.data.shards_dir, 0)[0].rows.sum())
+    assert ray.data.read_delta(cfg.data.shards_dir, version=0, columns=["role", "track_id"]).count() == rows_v0
     label_mixtures(cfg, teachers["supervised"].model_dir, "teacher-0", say=lambda _: None)
     first = train(cfg, "pinned")
     client = MlflowClient(cfg.tracking_uri)
