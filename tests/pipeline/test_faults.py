@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from semisep.pipeline import table
 from semisep.pipeline.errors import SemisepError, StoreError
 from tests.conftest import tiny_config
 
@@ -51,7 +52,7 @@ def test_an_empty_or_missing_corpus_root_is_an_error_that_removes_nothing(tiny_c
     cfg = tiny_config(tmp_path / "work", corpus)
     first = ingest(cfg, progress=False)
     shards = sorted(Path(cfg.data.shards_dir).rglob("part-*.parquet"))
-    manifest = (Path(cfg.data.shards_dir) / "manifest.parquet").read_bytes()
+    versions = [table.latest_version(cfg.data.shards_dir), table.latest_version(f"{cfg.data.shards_dir}/_sources")]
     for role in ("mixture", "vocals", "accompaniment"):  # an unmounted mount point looks like this
         shutil.rmtree(corpus / "unpaired" / role)
     with pytest.raises(SemisepError, match=r"corpus 'unpaired': no folder tracks in .*nothing in the store was changed"):
@@ -60,19 +61,19 @@ def test_an_empty_or_missing_corpus_root_is_an_error_that_removes_nothing(tiny_c
     with pytest.raises(SemisepError, match="does not exist"):
         ingest(cfg, progress=False)
     assert sorted(Path(cfg.data.shards_dir).rglob("part-*.parquet")) == shards
-    assert (Path(cfg.data.shards_dir) / "manifest.parquet").read_bytes() == manifest
+    assert [table.latest_version(cfg.data.shards_dir), table.latest_version(f"{cfg.data.shards_dir}/_sources")] == versions
     assert first.failed.empty
 
 
 def test_manifest_rows_carry_duration_rate_and_channels_when_the_shard_already_exists(tiny_corpus, tmp_path, ray_session):
-    """After a run killed before its manifest (or a `touch`), the shards are there: the rows must
-    still say what the audio is, so the hours in the report do not shrink for good."""
+    """After a run killed before its manifest's commit (or a `touch`), the shards are there: the rows
+    must still say what the audio is, so the hours in the report do not shrink for good."""
     from semisep.pipeline.ingest import format_report, ingest
 
     corpus = _copy(tiny_corpus, tmp_path)
     cfg = tiny_config(tmp_path / "work", corpus)
     first = ingest(cfg, progress=False)
-    (Path(cfg.data.shards_dir) / "manifest.parquet").unlink()  # as a kill -9 before the manifest leaves it
+    shutil.rmtree(Path(cfg.data.shards_dir) / "_sources")  # as a kill -9 before the manifest's first commit leaves it
     os.utime(sorted((corpus / "unpaired" / "mixture").glob("*.wav"))[0])  # and a touched file
     again = ingest(cfg, progress=False)
     cols = ["path", "duration", "sample_rate", "channels"]
@@ -130,7 +131,7 @@ def test_a_full_disk_stops_ingestion_naming_the_store_and_the_rerun_completes(ti
         cfg = tiny_config(tmp_path / "work", tiny_corpus, **{"data.store": str(store)})
         with pytest.raises(StoreError, match=rf"{store}.*No space left on device.*free space"):
             ingest(cfg, progress=False)
-        assert not (store / "manifest.parquet").exists()  # no manifest naming shards that are not there
+        assert not (store / "_delta_log").exists() and not (store / "_sources").exists()  # no version naming missing shards
         subprocess.run(["mount", "-o", "remount,size=64m", str(store)], check=True)
         rerun = ingest(cfg, progress=False)
         clean = ingest(tiny_config(tmp_path / "clean", tiny_corpus), progress=False)
