@@ -140,11 +140,11 @@ def test_jobs_on_two_nodes_with_shared_storage_and_nightly(tmp_path):
         config.write_text(yaml.safe_dump(cfg.to_dict()))
         client = MlflowClient(mlflow_url)
 
-        # 1. ingestion as a job: shards and manifest land in the shared store
+        # 1. ingestion as a job: shards and manifest land in the shared store, as its version 0
         out = submit(address, env, "ingest", "--config", str(config))
-        assert "dataset version" in out
-        shards = _files(shared / "shards", "part-*.parquet")
-        assert len(shards) >= 5 and (shared / "shards" / "manifest.parquet").exists()
+        assert "dataset version 0" in out
+        shards = [p for p in _files(shared / "shards", "part-*.parquet") if "_sources" not in p.parts]
+        assert len(shards) >= 5 and (shared / "shards" / "_delta_log").is_dir() and (shared / "shards" / "_sources").is_dir()
 
         # 2. the nightly job: nothing new to ingest, trains on both nodes, registers, gates
         out = submit(address, env, "nightly", "--config", str(config))
