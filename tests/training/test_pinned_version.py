@@ -41,7 +41,7 @@ def test_a_resumed_and_resized_run_reads_its_pinned_version_after_ingest_and_rel
     shutil.copytree(tiny_corpus, corpus)
     work = tmp_path / "work"
     cfg = tiny_config(work, corpus, **{"train.num_workers": 2, "train.alpha": 0, "train.beta": 0, "train.remix": 0.5,
-                                       "train.pseudo": 0.25, "train.max_steps": 12, "train.val_every": 4,
+                                       "train.pseudo": 0.25, "train.max_steps": 8, "train.val_every": 4,
                                        "train.checkpoint_every_s": 0, "train.shuffle_buffer": 4})
     v0 = ingest(cfg, progress=False).dataset_version
     import ray  # Ray Data reads a version of the store as a Delta table
@@ -73,7 +73,7 @@ def test_a_resumed_and_resized_run_reads_its_pinned_version_after_ingest_and_rel
     for f, h in hidden.items():
         os.rename(f, h)
     resumed_cfg = Config.from_dict(cfg.to_dict())
-    resumed_cfg.train.num_workers, resumed_cfg.train.max_steps = 1, 24
+    resumed_cfg.train.num_workers, resumed_cfg.train.max_steps = 1, 20
     try:
         resumed = train(resumed_cfg, "pinned", resume=True)
     finally:
@@ -81,7 +81,7 @@ def test_a_resumed_and_resized_run_reads_its_pinned_version_after_ingest_and_rel
             os.rename(h, f)
     run = client.get_run(resumed.run_id)
     assert run.data.tags["semisep.dataset_version"] == "0" and run.data.tags["semisep.pseudo_table_version"] == "0"
-    assert run.data.tags["semisep.resumed_from_run"] == first.run_id and resumed.steps == 24
+    assert run.data.tags["semisep.resumed_from_run"] == first.run_id and resumed.steps == 20
     errors, epochs = _coverage(client, resumed.run_id)
     assert errors and set(errors) == {0.0}, errors  # every finished epoch drew each row of version 0 once
     assert epochs.get("remix_vocals", 0) >= 1 and epochs.get("paired", 0) >= 1, epochs
@@ -90,7 +90,9 @@ def test_a_resumed_and_resized_run_reads_its_pinned_version_after_ingest_and_rel
               "pinned", resume=True)
 
     # a run started now reads the new version
-    fresh = train(Config.from_dict(cfg.to_dict()), "after-ingest")
+    fresh_cfg = Config.from_dict(cfg.to_dict())
+    fresh_cfg.train.max_steps = 4
+    fresh = train(fresh_cfg, "after-ingest")
     tags = client.get_run(fresh.run_id).data.tags
     assert tags["semisep.dataset_version"] == "1" and tags["semisep.pseudo_table_version"] == "1"
-    assert set(pin_version(cfg).to_dict()["data"].items()) >= {("version", 1)}
+    assert pin_version(cfg).data.version == 1
