@@ -74,12 +74,24 @@ class Lease:
                 held = self.client.get_registered_model(self.name).tags.get("holder") == self.holder
                 held = held and max(generations(self.client, self.model), default=0) == self.generation
             except Exception as exc:  # noqa: BLE001
-                if is_absent(exc):
+                # deleted by a waiter that took over, also mid-update (a store may then report 0 rows matched)
+                if is_absent(exc) or not self._exists():
                     return False
                 raise registry_error(self.tracking_uri, f"the promotion lease {self.name!r}", exc) from None
             if held:
                 self.renewed_at = started
             return held
+
+    def _exists(self) -> bool:
+        from semisep.evaluation.registry import is_absent, registry_error
+
+        try:
+            self.client.get_registered_model(self.name)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if is_absent(exc):
+                return False
+            raise registry_error(self.tracking_uri, f"the promotion lease {self.name!r}", exc) from None
 
     def still_held(self) -> bool:
         return self.renew()

@@ -85,7 +85,7 @@ def test_four_concurrent_promotions_with_a_lease_expiring_before_the_move(client
     moves, gave_up, holding = [], [], threading.Event()
 
     def promote(version: str, stall: bool):
-        with registry_lease(c, uri, "model", 0.6, poll_s=0.02, margin=0.2, renew=not stall) as lease:
+        with registry_lease(c, uri, "model", 1.0, poll_s=0.02, margin=0.3, renew=not stall) as lease:
             read = str(c.get_model_version_by_alias("model", "champion").version)
             if stall:
                 holding.set()
