@@ -78,11 +78,15 @@ def oracle_irm(track: dict[str, np.ndarray], sr: int, transform) -> dict[str, np
 
 
 def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[str, str] | None = None,
-             references: bool = True, progress: bool = True, report: bool = True) -> EvalResult:
+             references: bool = True, progress: bool = True, report: bool = True,
+             excerpts_by: str | None = None) -> EvalResult:
     """Score ``models`` (label -> model folder) on the test split; write JSON, table, plots and
-    (``report``) report.html, with excerpts to listen to chosen by the first model's scores."""
+    (``report``) report.html, with excerpts to listen to chosen by the scores of ``excerpts_by``
+    (a label of ``models``; the first model when None)."""
     from tqdm import tqdm
 
+    if excerpts_by is not None and excerpts_by not in models:
+        raise SemisepError(f"excerpts_by={excerpts_by!r} names none of the models evaluated: {', '.join(models)}")
     loaded = {label: load_model(path) for label, path in models.items()}
     out = Path(out_dir)
     frames = []
@@ -126,7 +130,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
 
     plots = boxplots(frames_df, out, methods)
     if report and models:
-        write_report(cfg, loaded, frames_df, summary, plots, out)
+        write_report(cfg, loaded, frames_df, summary, plots, out, excerpts_by)
     if run_ids:
         _log_to_mlflow(cfg, summary, out, run_ids)
     return EvalResult(frames_df, summary, table, str(out))
@@ -161,12 +165,13 @@ def listening_excerpts(cfg: Config, loaded: dict, per_track: pd.Series, test_set
 
 
 def write_report(cfg: Config, loaded: dict, frames: pd.DataFrame, summary: pd.DataFrame, plots: list[Path],
-                 out: Path) -> Path:
-    """``<out>/report.html``: the SDR table, the boxplots and the listening excerpts."""
+                 out: Path, excerpts_by: str | None = None) -> Path:
+    """``<out>/report.html``: the SDR table, the boxplots and the listening excerpts, chosen by the
+    scores of ``excerpts_by`` (the first model of ``loaded`` when None)."""
     from semisep.evaluation import html_report
 
     methods = list(dict.fromkeys(frames.method))
-    first = next(iter(loaded))
+    first = excerpts_by if excerpts_by is not None else next(iter(loaded))
     per_track = track_frame_medians(frames)
     vocals = per_track[(per_track.method == first) & (per_track.target == "vocals") & (per_track.metric == "SDR")]
     split = f"{cfg.eval.corpus}/{cfg.eval.split}"

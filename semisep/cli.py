@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="LABEL=MODEL_DIR", help="models to score, e.g. semi=work/models/semi-supervised")
     p.add_argument("-o", "--out", default=None, help="output folder (default: <workdir>/eval)")
     p.add_argument("--no-references", action="store_true", help="skip the oracle IRM and mixture rows")
+    p.add_argument("--excerpts-by", metavar="LABEL", default=None,
+                   help="report.html's excerpts to listen to are the median and worst songs of this model "
+                        "(default: the first model given)")
 
     p = sub.add_parser("separate", help="split songs into vocals.wav and accompaniment.wav",
                        description="Write OUT/<name>/vocals.wav and accompaniment.wav for each input file (or every "
@@ -378,7 +381,7 @@ def cmd_evaluate(args) -> int:
         label, _, path = item.rpartition("=")
         models[label or Path(path).name] = path
     out = args.out or os.path.join(cfg.data.workdir, "eval")
-    result = evaluate(cfg, models, out, references=not args.no_references)
+    result = evaluate(cfg, models, out, references=not args.no_references, excerpts_by=args.excerpts_by)
     print(result.table)
     print(f"per-track museval JSON, summary.csv, results.md and plots in {out}")
     if os.path.isfile(os.path.join(out, "report.html")):

@@ -60,7 +60,8 @@ def run_demo(cfg: Config, say=print) -> DemoResult:
     say(f"[5/6] evaluating on {cfg.eval.corpus}/{cfg.eval.split} with museval")
     out = os.path.join(cfg.data.workdir, "eval")
     scored = evaluate(cfg, {k: v.model_dir for k, v in results.items()}, out,
-                      run_ids={k: v.run_id for k, v in results.items()}, progress=False)
+                      run_ids={k: v.run_id for k, v in results.items()}, progress=False,
+                      excerpts_by=run_kind(cfg))  # the excerpts are those of the model the demo registers
     say("")
     say(f"BSS Eval v4 ({cfg.eval.protocol} protocol), dB, median over 1 s frames then median/mean over tracks:")
     say(scored.table)

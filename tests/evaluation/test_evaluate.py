@@ -5,6 +5,7 @@ import json
 import pytest
 
 from semisep.evaluation.evaluate import evaluate
+from semisep.pipeline.errors import SemisepError
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +15,7 @@ def test_evaluate_scores_models_and_bounds(trained, tmp_path):
 
     cfg, results = trained
     res = evaluate(cfg, {k: r.model_dir for k, r in results.items()}, str(tmp_path / "eval"),
-                   run_ids={k: r.run_id for k, r in results.items()}, progress=False)
+                   run_ids={k: r.run_id for k, r in results.items()}, progress=False, excerpts_by="semi-supervised")
     sdr = res.summary[(res.summary.metric == "SDR")].set_index(["method", "target"])
     assert set(sdr.index.get_level_values(0)) == {"supervised", "semi-supervised", "oracle_irm", "mixture", "repet_sim"}
     assert (sdr["tracks"] == 2).all()
@@ -29,3 +30,9 @@ def test_evaluate_scores_models_and_bounds(trained, tmp_path):
     assert (tmp_path / "eval" / "SDR.png").stat().st_size > 5000
     run = MlflowClient(cfg.tracking_uri).get_run(results["supervised"].run_id)
     assert "test_vocals_SDR_median" in run.data.metrics
+    # the excerpts are those of the model named, not of the first one listed
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "median vocal SDR of semi-supervised" in page and "median vocal SDR of supervised" not in page
+    with pytest.raises(SemisepError, match="excerpts_by='remix' names none of the models evaluated"):
+        evaluate(cfg, {k: r.model_dir for k, r in results.items()}, str(tmp_path / "again"), excerpts_by="remix")
+    assert not (tmp_path / "again").exists()
