@@ -11,6 +11,7 @@ as flat).
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def figure(groups: dict[str, list[Curve]], title: str):
             ax.fill_between(steps, np.nanmin(table, axis=0), np.nanmax(table, axis=0), color=line.get_color(), alpha=0.18)
     ax.set_xlabel("step")
     ax.set_ylabel("validation vocal SDR (dB)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 80), fontsize=10)  # an experiment's name makes it long: keep it on the page
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

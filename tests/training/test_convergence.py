@@ -190,3 +190,19 @@ def test_last_quarter_gain_and_the_plot(tmp_path):
     assert last_quarter_gain([(100, float("nan")), (200, 1.0)]) == 0.0
     path = save({"a": [rising, rising[:5]], "b": [flat]}, tmp_path / "curves.png", "title")
     assert (tmp_path / "curves.png").stat().st_size > 5000 and path.endswith("curves.png")
+
+
+def test_a_long_title_stays_inside_the_figure():
+    """An experiment's name makes the plot's title long; it is wrapped, not cut at the edge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from semisep.training.learning_curve import figure
+
+    title = "sampled-mixtures-only-with-a-longer-name: validation vocal SDR (mean over seeds, band: lowest to highest)"
+    fig = figure({"a": [[(100, 1.0), (200, 2.0)]]}, title)
+    canvas = FigureCanvasAgg(fig)  # what savefig draws with
+    canvas.draw()
+    box = fig.axes[0].title.get_window_extent(canvas.get_renderer())
+    page = fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
+    assert fig.axes[0].title.get_text().replace("\n", " ") == title
