@@ -5,8 +5,8 @@
 #   songs played by sampled instruments and voices (configs/experiment-sampled.yaml: 3 arms x 3 seeds trained
 #   to convergence, 44 min on 2 cores on 2026-12-07).
 # make experiment-sampled-mixtures: the same corpus without unpaired solo recordings (a team with
-#   finished songs only), self-training with the settings chosen on its validation songs (~25 min at 300
-#   steps; at the config's converged budget not yet timed).
+#   finished songs only), self-training with the settings chosen on its validation songs (3 arms x 3 seeds
+#   and the round-1 students to convergence: 1 h 36 min on 2 cores on 2026-12-08, partly beside a test run).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
