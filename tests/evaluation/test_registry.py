@@ -58,7 +58,8 @@ def _logged_run(cfg: Config, state: dict, label: str, tmp_path) -> str:
 
 @pytest.fixture(scope="module")
 def registry(ingested, mlflow_server, tmp_path_factory):
-    """Config pointing at the server, and three registered versions: untrained, trained, trained-but-swapped."""
+    """Config pointing at the server, and five registered versions of three runs: untrained, trained,
+    trained-but-swapped, and the trained run's model twice more (trained-a, trained-b)."""
     from semisep.evaluation.registry import register
     from semisep.training.step import build_separator
 
@@ -74,11 +75,11 @@ def registry(ingested, mlflow_server, tmp_path_factory):
     swapped = {k: v.clone() for k, v in trained.items()}
     for k in ("head.weight", "head.bias"):  # vocals <-> accompaniment: a model that is confidently wrong
         swapped[k] = swapped[k].flip(0)
-    versions = {}
-    for label, state in (("untrained", untrained), ("trained", trained), ("swapped", swapped),
-                         ("trained-a", trained), ("trained-b", trained)):
-        versions[label] = register(cfg.tracking_uri, cfg.mlflow.registered_model,
-                                   _logged_run(cfg, state, label, tmp), {"semisep.label": label})
+    runs = {label: _logged_run(cfg, state, label, tmp)
+            for label, state in (("untrained", untrained), ("trained", trained), ("swapped", swapped))}
+    runs["trained-a"] = runs["trained-b"] = runs["trained"]  # two more versions of the trained run's model
+    versions = {label: register(cfg.tracking_uri, cfg.mlflow.registered_model, run_id, {"semisep.label": label})
+                for label, run_id in runs.items()}
     return cfg, versions, tmp
 
 
