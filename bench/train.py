@@ -116,11 +116,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the separator")
     parser.add_argument("--rounds", type=int, default=5, help="alternating slices of each timing (fewer: a smoke run)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="another batch than the config's (a smoke run: CI's test uses 4; figures use the config's)")
     parser.add_argument("--workdir", default="work/bench/train")
     args = parser.parse_args()
 
     base = PAPER if args.paper else DEMO
     extra = {"train": {"precision": args.precision, "compile": args.compile, "cpus_per_worker": args.cpus}}
+    if args.batch_size:
+        extra["train"]["batch_size"] = args.batch_size
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {args.cpus} threads"
     torch.set_num_threads(args.cpus)
     rows = []
