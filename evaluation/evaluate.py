@@ -130,7 +130,7 @@ def evaluate(cfg: Config, models: dict[str, str], out_dir: str, run_ids: dict[st
 
     plots = boxplots(frames_df, out, methods)
     if report and models:
-        write_report(cfg, loaded, frames_df, summary, plots, out, excerpts_by)
+        write_report(cfg, loaded, frames_df, summary, plots, out, excerpts_by or next(iter(loaded)))
     if run_ids:
         _log_to_mlflow(cfg, summary, out, run_ids)
     return EvalResult(frames_df, summary, table, str(out))
@@ -165,15 +165,14 @@ def listening_excerpts(cfg: Config, loaded: dict, per_track: pd.Series, test_set
 
 
 def write_report(cfg: Config, loaded: dict, frames: pd.DataFrame, summary: pd.DataFrame, plots: list[Path],
-                 out: Path, excerpts_by: str | None = None) -> Path:
+                 out: Path, excerpts_by: str) -> Path:
     """``<out>/report.html``: the SDR table, the boxplots and the listening excerpts, chosen by the
-    scores of ``excerpts_by`` (the first model of ``loaded`` when None)."""
+    scores of ``excerpts_by`` (a label of ``loaded``)."""
     from semisep.evaluation import html_report
 
     methods = list(dict.fromkeys(frames.method))
-    first = excerpts_by if excerpts_by is not None else next(iter(loaded))
     per_track = track_frame_medians(frames)
-    vocals = per_track[(per_track.method == first) & (per_track.target == "vocals") & (per_track.metric == "SDR")]
+    vocals = per_track[(per_track.method == excerpts_by) & (per_track.target == "vocals") & (per_track.metric == "SDR")]
     split = f"{cfg.eval.corpus}/{cfg.eval.split}"
     excerpts = listening_excerpts(cfg, loaded, vocals.set_index("track").score, split)
     return html_report.write(
@@ -183,7 +182,7 @@ def write_report(cfg: Config, loaded: dict, frames: pd.DataFrame, summary: pd.Da
         "references (no training).",
         [("Scores", [html_report.table(sdr_frame(summary, methods), "SDR (dB)"),
                      *[html_report.figure(p, f"{p.stem}: per-track medians per method") for p in plots[:1]]])],
-        excerpts, first,
+        excerpts, excerpts_by,
         after=[("Other metrics", [html_report.figure(p, f"{p.stem}: per-track medians per method") for p in plots[1:]])])
 
 
