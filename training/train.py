@@ -47,6 +47,33 @@ class TrainResult:
         return f"best at step {self.best_step} of {self.steps}{' (early stopped)' if self.early_stopped else ''}: {figures}"
 
 
+PORT_RACE_ATTEMPTS = 3
+
+
+def _port_race(exc: BaseException) -> bool:
+    """Rank 0 could not listen on the port Ray Train picked for torch's process group: Ray finds a
+    free port, closes it, and rank 0 binds it moments later, so another program on the node (a
+    second `semisep train`, its Ray) can take it in between (EADDRINUSE). Ray Train counts it as a
+    controller error and does not retry it."""
+    import ray.train
+
+    return isinstance(exc, ray.train.ControllerError) and "EADDRINUSE" in str(exc)
+
+
+def fit_retrying_port_races(make_trainer: Callable, say=None, attempts: int = PORT_RACE_ATTEMPTS):
+    """``make_trainer().fit()``, started again (a new trainer, so a new port) when the process group
+    lost its port to another program before it could listen; any other failure is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return make_trainer().fit()
+        except Exception as exc:  # noqa: BLE001 - only the port race is retried
+            if attempt == attempts or not _port_race(exc):
+                raise
+            (say or print)(f"the port Ray Train chose for torch's process group was taken by another program "
+                           f"before rank 0 could listen on it; starting the workers again "
+                           f"(attempt {attempt + 1} of {attempts})")
+
+
 def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | None = None,
           callbacks: list | None = None, storage: str | None = None, gpus_per_worker: float = 0.0,
           log_model: Callable[[str, str, str], str] | None = None,
@@ -90,7 +117,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     if resume_from:  # the registry's lineage covers every step: this run continues that one
         _link_resumed(client(cfg.tracking_uri), run_id, resume_from)
     progress = _ProgressQueue(on_progress) if on_progress else None
-    trainer = TorchTrainer(
+    make_trainer = lambda: TorchTrainer(  # noqa: E731 - built again if its process group cannot start
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.shipped().to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
                            "resume_from": resume_from, "submitted_at": time.time(),
@@ -111,7 +138,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     )
     mlflow = client(cfg.tracking_uri)
     try:
-        result = trainer.fit()
+        result = fit_retrying_port_races(make_trainer, say)
     except BaseException as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run KILLED
         _terminate_quietly(mlflow, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise

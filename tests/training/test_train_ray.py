@@ -58,3 +58,64 @@ def test_early_stopping_keeps_the_best_checkpoint(ingested):
     client = MlflowClient(cfg.tracking_uri)
     assert {m.step: m.value for m in client.get_metric_history(result.run_id, "early_stopped")} == {1: 0.0, 2: 0.0, 3: 1.0}
     assert client.get_run(result.run_id).data.tags["semisep.best_step"] == "1"
+
+
+class _TakenPort:
+    """A Ray Train callback that, on the first report, does what rank 0 does when another program
+    took the port Ray picked for it: a real torch TCPStore asked to listen on a port already in use
+    (torch raises DistNetworkError EADDRINUSE; Ray Train wraps it as a ControllerError)."""
+
+    def __new__(cls, error=None):
+        import ray.train
+
+        class Callback(ray.train.UserCallback):
+            def after_report(self, *args, **kwargs):
+                if error is not None:
+                    raise error
+                import socket
+
+                from torch.distributed import TCPStore
+
+                with socket.socket() as held:
+                    held.bind(("127.0.0.1", 0))
+                    held.listen()
+                    TCPStore("127.0.0.1", held.getsockname()[1], is_master=True, wait_for_workers=False)
+
+        return Callback()
+
+
+def test_a_process_group_whose_port_was_taken_is_started_again(ray_session, tmp_path):
+    """Two `semisep train` on one machine: Ray picks a free port for torch's process group, and the
+    other run's Ray can bind it before rank 0 listens (CI saw EADDRINUSE). That start is retried
+    with a new trainer; any other failure is raised at once."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from semisep.training.train import fit_retrying_port_races
+
+    def loop():
+        ray.train.report({"step": 1})
+        return "trained"
+
+    def factory(callbacks):
+        made = []
+
+        def make():
+            made.append(1)
+            cb = callbacks[len(made) - 1] if len(made) <= len(callbacks) else None
+            return TorchTrainer(loop, scaling_config=ray.train.ScalingConfig(num_workers=1),
+                                run_config=ray.train.RunConfig(name=f"port-{len(made)}", storage_path=str(tmp_path),
+                                                               failure_config=ray.train.FailureConfig(max_failures=0),
+                                                               callbacks=[cb] if cb else None))
+        return make, made
+
+    said = []
+    make, made = factory([_TakenPort()])
+    result = fit_retrying_port_races(make, said.append)
+    assert result.error is None and result.return_value == "trained"
+    assert len(made) == 2 and len(said) == 1 and "taken by another program" in said[0]
+
+    make, made = factory([_TakenPort(ValueError("not a port")), None])
+    with pytest.raises(ray.train.ControllerError, match="not a port"):
+        fit_retrying_port_races(make, said.append)
+    assert len(made) == 1 and len(said) == 1
