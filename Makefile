@@ -3,7 +3,7 @@
 #   (.ci/run calls this).
 # make experiment-sampled: also install two General MIDI soundfonts, then run `semisep experiment` on
 #   songs played by sampled instruments and voices (configs/experiment-sampled.yaml: 3 arms x 3 seeds trained
-#   to convergence, 44 min on 2 cores on 2026-12-07).
+#   until each stops on its own, 21 min 51 s on 2 cores on 2026-12-08, beside a test run).
 # make experiment-sampled-mixtures: the same corpus without unpaired solo recordings (a team with
 #   finished songs only), self-training with the settings chosen on its validation songs (3 arms x 3 seeds
 #   and the round-1 students to convergence: 1 h 36 min on 2 cores on 2026-12-08, partly beside a test run).
