@@ -91,7 +91,6 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ensure_ray(cfg, say)
     storage = store.normalize(storage) if storage else cfg.data.results_dir
     resume_from = _latest_checkpoint(storage, name) if resume else None
     if resume and resume_from is None:
@@ -116,6 +115,13 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume_from:  # the registry's lineage covers every step: this run continues that one
         _link_resumed(client(cfg.tracking_uri), run_id, resume_from)
+    # Ray after MLflow: a refused login or an unreachable server is reported before a local Ray
+    # (~5-10 s) starts
+    try:
+        ensure_ray(cfg, say)
+    except BaseException as exc:
+        _terminate_quietly(client(cfg.tracking_uri), run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     progress = _ProgressQueue(on_progress) if on_progress else None
     make_trainer = lambda: TorchTrainer(  # noqa: E731 - built again if its process group cannot start
         train_loop_per_worker,

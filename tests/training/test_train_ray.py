@@ -119,3 +119,34 @@ def test_a_process_group_whose_port_was_taken_is_started_again(ray_session, tmp_
     with pytest.raises(ray.train.ControllerError, match="not a port"):
         fit_retrying_port_races(make, said.append)
     assert len(made) == 1 and len(said) == 1
+
+
+def test_an_unreachable_tracking_server_is_reported_before_ray_starts(ingested, tmp_path):
+    """`semisep train` asks MLflow for its run before it starts a local Ray: a wrong URL or a refused
+    login is reported without Ray's start-up first (and nothing of Ray is left running)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    cfg, _ = ingested
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    script = f"""
+import ray
+from semisep.pipeline.config import Config
+from semisep.pipeline.errors import SemisepError
+from semisep.training.train import train
+cfg = Config.from_dict({cfg.to_dict()!r})
+cfg.mlflow.tracking_uri = {url!r}
+cfg.data.workdir, cfg.data.store = {str(tmp_path)!r}, {cfg.data.shards_dir!r}
+try:
+    train(cfg, "no-server")
+except SemisepError as exc:
+    print("REFUSED", exc)
+print("RAY STARTED", ray.is_initialized())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
+    env |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert f"REFUSED MLflow tracking server {url}: cannot start the run" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "RAY STARTED False" in out.stdout
