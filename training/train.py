@@ -115,14 +115,7 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     run_dir_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume_from:  # the registry's lineage covers every step: this run continues that one
         _link_resumed(client(cfg.tracking_uri), run_id, resume_from)
-    # Ray after MLflow: a refused login or an unreachable server is reported before a local Ray
-    # (~5-10 s) starts
-    try:
-        ensure_ray(cfg, say)
-    except BaseException as exc:
-        _terminate_quietly(client(cfg.tracking_uri), run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    progress = _ProgressQueue(on_progress) if on_progress else None
+    progress = None
     make_trainer = lambda: TorchTrainer(  # noqa: E731 - built again if its process group cannot start
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.shipped().to_dict(), "run_id": run_id, "tracking_uri": cfg.tracking_uri,
@@ -144,6 +137,10 @@ def train(cfg: Config, name: str, resume: bool = False, tags: dict[str, str] | N
     )
     mlflow = client(cfg.tracking_uri)
     try:
+        # Ray after MLflow: a refused login or an unreachable server is reported before a local Ray
+        # (~5-10 s) starts
+        ensure_ray(cfg, say)
+        progress = _ProgressQueue(on_progress) if on_progress else None
         result = fit_retrying_port_races(make_trainer, say)
     except BaseException as exc:  # Ctrl-C (and SIGTERM, which the CLI turns into one) ends the run KILLED
         _terminate_quietly(mlflow, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
